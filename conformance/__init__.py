@@ -1,0 +1,1 @@
+"""The backend-parametrised conformance suite: one set of tests, every backend."""

@@ -1,0 +1,106 @@
+"""pytest plugin: the ``backend`` fixture, parametrised over every selected backend.
+
+Backends: ``simulated`` and ``eager`` always; ``amqp`` and ``redis`` (the
+local RabbitMQ and Redis) skip with the reason when unreachable, and fail
+instead when ``SIMQ_REQUIRE_BROKERS=1``; ``--simq-transport URL`` adds a
+third-party broker. Only the backend a parameter names is ever built.
+
+Markers a conformance test may carry:
+
+- ``simq_virtual_only(reason)``: needs virtual time (a countdown of a day);
+  skipped on real brokers with the reason.
+- ``simq_capability(name)``: exercises one transport capability; where the
+  transport says ``"none"`` the test is skipped as unsupported, and where it
+  says ``"emulated"`` the conformance matrix prints ``emulated``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from conformance.harness import Harness, selected_backends
+from simq.transport import redact_url
+
+
+def pytest_addoption(parser: Any) -> None:
+    group = parser.getgroup("simq conformance")
+    group.addoption(
+        "--simq-backends",
+        default=None,
+        help="comma-separated backends for the conformance suite "
+        "(default: simulated,eager,amqp,redis; env SIMQ_BACKENDS)",
+    )
+    group.addoption(
+        "--simq-transport",
+        action="append",
+        default=None,
+        metavar="URL",
+        help="also run the conformance suite against this broker URL (repeatable)",
+    )
+
+
+def pytest_configure(config: Any) -> None:
+    config.addinivalue_line("markers", "simq_virtual_only(reason): needs virtual time; skipped on real brokers")
+    config.addinivalue_line("markers", "simq_capability(name): exercises one transport capability")
+
+
+def _param_id(name: str) -> str:
+    return redact_url(name) if "://" in name else name
+
+
+def pytest_generate_tests(metafunc: Any) -> None:
+    if "backend" in metafunc.fixturenames:
+        names = selected_backends(metafunc.config)
+        metafunc.parametrize("backend", names, indirect=True, ids=[_param_id(n) for n in names])
+
+
+@pytest.fixture
+def backend(request: Any) -> Iterator[Harness]:
+    seed = request.config.getoption("--simq-seed", None) or 0
+    harness = Harness(request.param, seed=int(seed))
+    request.node.user_properties.append(("simq_backend", _param_id(request.param)))
+    request.node.user_properties.append(("simq_behaviour", _behaviour(request.node.nodeid, _param_id(request.param))))
+    if not harness.virtual:
+        marker = request.node.get_closest_marker("simq_virtual_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "needs virtual time")
+            pytest.skip(f"virtual time only: {reason}")
+    capability = request.node.get_closest_marker("simq_capability")
+    if capability is not None and not harness.virtual:
+        support = getattr(_capabilities(harness), capability.args[0], "native")
+        request.node.user_properties.append(("simq_capability", (capability.args[0], support)))
+        if support == "none":
+            pytest.skip(f"unsupported: the transport declares {capability.args[0]}='none'")
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def _behaviour(nodeid: str, backend_id: str) -> str:
+    """The test's id without the backend parameter: one row of the conformance matrix."""
+    name = nodeid.split("::", 1)[-1]
+    if "[" not in name:
+        return name
+    base, _, params = name.partition("[")
+    params = params[:-1]
+    if params == backend_id:
+        return base
+    for candidate in (f"{backend_id}-", f"-{backend_id}"):
+        if candidate in params:
+            params = params.replace(candidate, "", 1)
+            break
+    return f"{base}[{params}]"
+
+
+def _capabilities(harness: Harness) -> Any:
+    from conformance.harness import unavailable
+
+    if unavailable(harness.name) is not None:
+        from simq.transport import Transport
+
+        return Transport.capabilities
+    return harness.transport_capabilities

@@ -1,0 +1,214 @@
+"""Shared logic of every result backend; subclasses implement only storage.
+
+A backend stores one record per task id (state, result, traceback, when) as
+bytes encoded with the app's ``result_serializer``, so a result that could not
+cross a real backend fails in the simulator too. Exceptions are stored as
+(type, module, args) and rebuilt on read. Subclasses implement ``_get``,
+``_set``, ``_incr`` and ``_wait``; everything else is here.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from simq import states
+from simq.exceptions import SimqError
+
+if TYPE_CHECKING:
+    from simq.clock import Clock
+    from simq.serialization import SerializerRegistry
+
+__all__ = ["Backend", "ResultMeta", "exception_from_dict", "exception_to_dict"]
+
+
+@attrs.frozen
+class ResultMeta:
+    """What a backend knows of one task."""
+
+    task_id: str
+    state: str = states.PENDING
+    result: Any = None
+    traceback: str | None = None
+    date_done: float | None = None
+    name: str | None = None
+    retries: int = 0
+    children: tuple[Any, ...] = ()
+
+    @property
+    def ready(self) -> bool:
+        return self.state in states.READY_STATES
+
+
+_EXCEPTION_STATES = frozenset((states.FAILURE, states.RETRY, states.REVOKED))
+
+
+def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    cls = type(exc)
+    args: Any = exc.args
+    try:
+        import json
+
+        json.dumps(args)
+    except (TypeError, ValueError):
+        args = [repr(a) for a in exc.args]
+    return {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": list(args)}
+
+
+def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
+    name = data.get("exc_type", "Exception")
+    module = data.get("exc_module", "builtins")
+    args = data.get("exc_message", ())
+    if not isinstance(args, list | tuple):
+        args = (args,)
+    cls: Any = None
+    try:
+        mod = builtins if module == "builtins" else importlib.import_module(module)
+        cls = mod
+        for part in str(name).split("."):
+            cls = getattr(cls, part)
+    except (ImportError, AttributeError):
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        cls = type(str(name).rsplit(".", 1)[-1], (SimqError,), {"__module__": str(module)})
+    try:
+        return cls(*args)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - exception classes with odd signatures
+        exc = cls.__new__(cls)
+        exc.args = tuple(args)
+        return exc  # type: ignore[no-any-return]
+
+
+@attrs.define(eq=False)
+class Backend:
+    """Store and read task results; wait for them; count chord parts atomically."""
+
+    serializers: SerializerRegistry
+    clock: Clock
+    serializer: str = "json"
+    on_change: list[Callable[[str, ResultMeta], None]] = attrs.field(factory=list, init=False)
+    mark_guard: Callable[[str, Any], None] | None = attrs.field(default=None, init=False)
+    """Consulted by ``mark_as_done`` while a batch body runs (simq.batches); may refuse an id."""
+
+    # -- storage hooks ------------------------------------------------------------
+    def _get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def _set(self, key: str, value: bytes) -> None:
+        raise NotImplementedError
+
+    def _incr(self, key: str, by: int = 1) -> int:
+        raise NotImplementedError
+
+    def _wait(self, key: str, timeout: float | None) -> bytes | None:
+        """Block until ``key`` holds a ready record or ``timeout`` passes (wall-clock backends)."""
+        raise NotImplementedError
+
+    def _delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    # -- records ------------------------------------------------------------------
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        *,
+        name: str | None = None,
+        retries: int = 0,
+        children: tuple[Any, ...] = (),
+    ) -> ResultMeta:
+        payload: dict[str, Any] = {"status": state, "result": result, "date_done": self.clock.now}
+        if isinstance(result, BaseException):
+            payload["result"] = exception_to_dict(result)
+        if traceback is not None:
+            payload["traceback"] = traceback
+        if name is not None:
+            payload["name"] = name
+        if retries:
+            payload["retries"] = retries
+        if children:
+            payload["children"] = list(children)
+        body, _, _ = self.serializers.dumps(payload, self.serializer, what="result")
+        self._set(task_id, body)
+        meta = self._meta(task_id, payload, result)
+        for listener in self.on_change:
+            listener(task_id, meta)
+        return meta
+
+    def _meta(self, task_id: str, payload: Mapping[str, Any], result: Any = attrs.NOTHING) -> ResultMeta:
+        get = payload.get
+        state = get("status", states.PENDING)
+        value = get("result") if result is attrs.NOTHING else result
+        if state in _EXCEPTION_STATES and isinstance(value, Mapping) and "exc_type" in value:
+            value = exception_from_dict(value)
+        children = get("children")
+        # positional, in field order: task_id, state, result, traceback, date_done, name, retries, children
+        return ResultMeta(
+            task_id,
+            state,
+            value,
+            get("traceback"),
+            get("date_done"),
+            get("name"),
+            get("retries", 0),
+            tuple(children) if children else (),
+        )
+
+    def get_meta(self, task_id: str) -> ResultMeta:
+        raw = self._get(task_id)
+        if raw is None:
+            return ResultMeta(task_id)
+        return self._decode(task_id, raw)
+
+    def _decode(self, task_id: str, raw: bytes) -> ResultMeta:
+        serializer = self.serializers.get(self.serializer)
+        return self._meta(task_id, serializer.decode(raw))
+
+    def wait_for(self, task_id: str, timeout: float | None = None) -> ResultMeta:
+        """Wait on the wall clock until the task is ready; raise ``TimeoutError`` if not in time."""
+        meta = self.get_meta(task_id)
+        if meta.ready:
+            return meta
+        raw = self._wait(task_id, timeout)
+        if raw is None:
+            from simq.exceptions import TimeoutError as SimqTimeout
+
+            raise SimqTimeout(f"task {task_id} not ready after {timeout} s (state {self.get_meta(task_id).state})")
+        return self._decode(task_id, raw)
+
+    def forget(self, task_id: str) -> None:
+        self._delete(task_id)
+
+    # -- the names Celery users call ------------------------------------------------
+    def mark_as_done(self, task_id: str, result: Any, request: Any = None) -> ResultMeta:
+        if self.mark_guard is not None:
+            self.mark_guard(task_id, result)
+        return self.store_result(task_id, result, states.SUCCESS, name=getattr(request, "task", None))
+
+    def mark_as_failure(self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None) -> ResultMeta:
+        return self.store_result(task_id, exc, states.FAILURE, traceback, name=getattr(request, "task", None))
+
+    def mark_as_retry(self, task_id: str, exc: BaseException | None, traceback: str | None = None, retries: int = 0) -> ResultMeta:
+        return self.store_result(task_id, exc, states.RETRY, traceback, retries=retries)
+
+    def mark_as_revoked(self, task_id: str, reason: str = "revoked") -> ResultMeta:
+        from simq.exceptions import TaskRevokedError
+
+        return self.store_result(task_id, TaskRevokedError(f"task {task_id} {reason}"), states.REVOKED)
+
+    def mark_as_started(self, task_id: str) -> ResultMeta:
+        return self.store_result(task_id, None, states.STARTED)
+
+    def mark_as_received(self, task_id: str) -> ResultMeta:
+        return self.store_result(task_id, None, states.RECEIVED)
+
+    # -- chords -----------------------------------------------------------------------
+    def incr(self, key: str, by: int = 1) -> int:
+        """Atomically add ``by`` to the counter ``key``; return the new value."""
+        return self._incr(key, by)

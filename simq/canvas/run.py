@@ -1,0 +1,403 @@
+"""Running a canvas: the send path, continuations, chord counting, and the worker's hooks."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from simq import states
+from simq.backends.base import exception_to_dict
+from simq.canvas.checks import validate
+from simq.canvas.plan import count as _count
+from simq.canvas.plan import leaf_ids as _leaf_ids
+from simq.canvas.plan import prepare as _prepare
+from simq.canvas.plan import result_of as _result
+from simq.canvas.plan import spec as _spec
+from simq.canvas.signatures import (
+    MAP_TASK,
+    STARMAP_TASK,
+    Signature,
+    _as_signature,
+    _deep_copy,
+    _listify,
+    chord,
+    from_dict,
+    group,
+)
+from simq.exceptions import ChordError, InvalidSignature
+
+if TYPE_CHECKING:
+    from simq.app import App
+    from simq.task import Task
+    from simq.worker import Request, Worker
+
+__all__ = ["on_failure", "on_revoked", "on_success", "register_builtins", "send", "to_signature_dicts"]
+
+log = logging.getLogger("simq.canvas")
+
+#: Continuations longer than this are stored in the result backend instead of riding in every message.
+INLINE_CHAIN = 8
+
+_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
+def send(app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> Any:
+    """The entry point of every canvas send: copy, check, freeze, send; return the result handle."""
+    validate(app, sig)
+    work = _deep_copy(sig, app)
+    options = dict(options)
+    task_id = options.pop("task_id", None)
+    if task_id is not None:
+        work["options"] = {**work["options"], "task_id": task_id}
+    if work.subtask_type == "chunks":
+        work = work.group()  # type: ignore[attr-defined]
+    if work.subtask_type is not None:
+        # link= / link_error= given when sending a canvas: chain -> its last task, chord -> its body
+        for cb in _listify(options.pop("link", None)):
+            work.link(cb)
+        for eb in _listify(options.pop("link_error", None)):
+            work.link_error(eb)
+    if work.subtask_type == "chain" and task_id is not None:
+        # the id of a chain is the id of its last task
+        work["options"].pop("task_id")
+        last = work.tasks[-1]  # type: ignore[attr-defined]
+        last["options"] = {**last["options"], "task_id": task_id}
+    _prepare(app, work)
+    result = _result(app, work)
+    _apply(app, work, tuple(args or ()), dict(kwargs or {}), options, [], None)
+    return result
+
+
+def _apply(
+    app: App,
+    sig: Signature,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: Mapping[str, Any],
+    cont: list[Any],
+    ctx: Mapping[str, Any] | None,
+    group_id: str | None = None,
+    group_index: int | None = None,
+) -> None:
+    """Send a prepared node with a parent's ``args``, what follows it (``cont``) and the chord it reports to."""
+    kind = sig.get("subtask_type")
+    if kind == "chain":
+        tasks = sig.tasks  # type: ignore[attr-defined]
+        rest = _make_cont(app, tasks[1:], sig.id or app._new_id()) + list(cont)
+        _apply(app, tasks[0], args, kwargs, options, rest, ctx, group_id, group_index)
+        return
+    if kind == "group":
+        if cont:
+            nxt, rest = _pop(app, cont)
+            as_chord = chord(sig, nxt, app=app)
+            as_chord["options"] = {**as_chord["options"], "task_id": sig.id}
+            _apply(app, as_chord, args, kwargs, options, rest, ctx, group_id, group_index)
+            return
+        gid = sig.id or app._new_id()
+        members = sig.tasks  # type: ignore[attr-defined]
+        _save_group(app, gid, _spec(sig))
+        if not members:
+            # nothing to run: the group is done now, with the value []
+            app.backend.store_result(gid, [], states.SUCCESS, name="simq.group")
+            if ctx:
+                _chord_part_done(app, ctx, gid)
+            return
+        for i, member in enumerate(members):
+            _apply(app, member, args, kwargs, options, [], ctx, gid, i)
+        return
+    if kind == "chord":
+        header: group = sig.header  # type: ignore[attr-defined]
+        body: Signature = sig.body  # type: ignore[attr-defined]
+        cid = header.id or app._new_id()
+        spec = _spec(header)
+        size = _count(header)
+        _store(app, _chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": spec})
+        _apply(app, header, args, kwargs, options, [], {"id": cid, "size": size})
+        return
+    if kind == "chunks":
+        grp = sig.group()  # type: ignore[attr-defined]
+        _prepare(app, grp)
+        _apply(app, grp, args, kwargs, options, cont, ctx, group_id, group_index)
+        return
+    # a task
+    own_args = tuple(sig["args"])
+    if sig["immutable"]:
+        call_args, call_kwargs = own_args, sig["kwargs"]
+    else:
+        call_args = tuple(args) + own_args if args else own_args
+        call_kwargs = {**sig["kwargs"], **kwargs} if kwargs else sig["kwargs"]
+    opts = sig["options"]
+    if options:
+        opts = {**opts, **{k: v for k, v in options.items() if k != "task_id"}}
+    app.send_task(
+        sig.task,
+        call_args,
+        call_kwargs,
+        _task=app.tasks.get(sig.task),
+        chain=cont or None,
+        chord=dict(ctx) if ctx else None,
+        group_id=group_id,
+        group_index=group_index,
+        **opts,
+    )
+
+
+# -- continuations: what follows a task in a chain ---------------------------------------------------
+
+def _make_cont(app: App, tasks: list[Signature], chain_id: str) -> list[Any]:
+    """Short continuations ride in the message; long ones are stored once and referenced."""
+    if len(tasks) <= INLINE_CHAIN:
+        return list(tasks)
+    backend = app.backend
+    serializer = app.conf.task_serializer
+    for i, t in enumerate(tasks):
+        body, _, _ = app.serializers.dumps(t, serializer, what="chain link")
+        backend._set(_link_key(chain_id, i), body)
+    return [{"ref": chain_id, "next": 0, "size": len(tasks)}]
+
+
+def _is_ref(item: Any) -> bool:
+    return isinstance(item, Mapping) and "ref" in item and "task" not in item
+
+
+def _pop(app: App, cont: Sequence[Any]) -> tuple[Signature, list[Any]]:
+    head, rest = cont[0], list(cont[1:])
+    if _is_ref(head):
+        index, size = int(head["next"]), int(head["size"])
+        sig = from_dict(_load(app, _link_key(str(head["ref"]), index)), app)
+        if index + 1 < size:
+            rest.insert(0, {"ref": head["ref"], "next": index + 1, "size": size})
+        return sig, rest
+    return from_dict(head, app), rest
+
+
+def _iter_cont(app: App, cont: Sequence[Any]) -> Iterator[Signature]:
+    for item in cont:
+        if _is_ref(item):
+            for index in range(int(item["next"]), int(item["size"])):
+                yield from_dict(_load(app, _link_key(str(item["ref"]), index)), app)
+        else:
+            yield from_dict(item, app)
+
+
+# -- backend records -------------------------------------------------------------------------------
+
+def _chord_key(cid: str) -> str:
+    return f"simq-chord-{cid}"
+
+
+def _link_key(chain_id: str, index: int) -> str:
+    return f"simq-chain-{chain_id}-{index}"
+
+
+def _group_key(gid: str) -> str:
+    return f"simq-group-{gid}"
+
+
+def _children_key(task_id: str) -> str:
+    return f"simq-children-{task_id}"
+
+
+def _store(app: App, key: str, value: Any) -> None:
+    body, _, _ = app.serializers.dumps(value, app.conf.task_serializer, what=key)
+    app.backend._set(key, body)
+
+
+def _load(app: App, key: str) -> Any:
+    raw = app.backend._get(key)
+    if raw is None:
+        raise InvalidSignature(f"canvas record {key!r} is missing from the result backend (expired or never stored)")
+    return app.serializers.get(app.conf.task_serializer).decode(raw)
+
+
+def _save_group(app: App, gid: str, spec: Any) -> None:
+    _store(app, _group_key(gid), spec)
+
+
+def load_group_spec(app: App, gid: str) -> Any:
+    raw = app.backend._get(_group_key(gid))
+    if raw is None:
+        return None
+    return app.serializers.get(app.conf.task_serializer).decode(raw)
+
+
+def load_children(app: App, task_id: str) -> list[Any]:
+    raw = app.backend._get(_children_key(task_id))
+    if raw is None:
+        return []
+    return list(json.loads(raw))
+
+
+def _collect(app: App, spec: Any) -> Any:
+    """The values a spec points at, in order (a chord's header results)."""
+    if isinstance(spec, Mapping):
+        return [_collect(app, s) for s in spec["r"]]
+    return app.backend.get_meta(str(spec)).result
+
+
+def _mark_failed(app: App, sig: Signature, exc: BaseException) -> None:
+    backend = app.backend
+    for task_id in _leaf_ids(sig):
+        if not backend.get_meta(task_id).ready:
+            backend.mark_as_failure(task_id, exc)
+
+
+# -- what the worker does after a task with an embedded canvas ---------------------------------------
+
+def on_success(worker: Worker, request: Request, retval: Any) -> None:
+    """Send the callbacks and the next chain link, or report to the chord this task belongs to."""
+    app = worker.app
+    embed = request.message.embed
+    children: list[Any] = []
+    for data in embed.get("callbacks") or ():
+        sig = _deep_copy(from_dict(data, app), app)
+        _prepare(app, sig)
+        _apply(app, sig, (retval,), {}, {}, [], None)
+        children.append(_spec(sig))
+    cont = embed.get("chain")
+    ctx = embed.get("chord")
+    if cont:
+        nxt, rest = _pop(app, cont)
+        _apply(app, nxt, (retval,), {}, {}, rest, ctx)
+        children.append(_spec(nxt))
+    elif ctx:
+        _chord_part_done(app, ctx, request.id)
+    if children:
+        # ids and nested lists only: always plain json, whatever the task serializer
+        app.backend._set(_children_key(request.id), _JSON.encode(children).encode("utf-8"))
+
+
+def _chord_part_done(app: App, ctx: Mapping[str, Any], part_id: str) -> None:
+    """One header part finished; the part that completes the count sends the body.
+
+    A redelivered task (a worker died after finishing it) reports twice; the
+    per-part marker makes the second report a no-op, so the count never runs
+    ahead of the header.
+    """
+    cid = str(ctx["id"])
+    backend = app.backend
+    if backend.incr(f"{_chord_key(cid)}.part.{part_id}") != 1:
+        return
+    done = backend.incr(f"{_chord_key(cid)}.done")
+    if done != int(ctx["size"]):
+        return
+    record = _load(app, _chord_key(cid))
+    values = _collect(app, record["spec"])
+    body = from_dict(record["body"], app)
+    _apply(app, body, (values,), {}, {}, list(record.get("cont") or []), record.get("ctx"))
+
+
+def _errback_is_inline(task: Task) -> bool:
+    run = task.run
+    try:
+        params = list(inspect.signature(run).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3
+
+
+def _call_errbacks(app: App, errbacks: Iterable[Any], context: Any, exc: BaseException, traceback: str | None) -> None:
+    """Call each errback in the form its own signature asks for (see docs/canvas.md)."""
+    for data in errbacks:
+        sig = from_dict(data, app)
+        task = app.tasks.get(sig.task)
+        if task is not None and _errback_is_inline(task):
+            # The modern form, errback(request, exc, traceback): runs inline in the worker.
+            try:
+                task(context, exc, traceback, *sig.args, **sig.kwargs)
+            except Exception:
+                log.exception("errback %s for task %s raised", sig.task, context.id)
+        else:
+            # The seeds' form, errback(task_id): sent as a task with the failed task's id.
+            copy = _deep_copy(sig, app)
+            _prepare(app, copy)
+            _apply(app, copy, (context.id,), {}, {}, [], None)
+
+
+def on_failure(worker: Worker, request: Request, exc: BaseException, traceback: str) -> None:
+    """Call the errbacks; fail what the chain would have run next; fail the chord this task belongs to."""
+    app = worker.app
+    embed = request.message.embed
+    errbacks = embed.get("errbacks")
+    if errbacks:
+        _call_errbacks(app, errbacks, request.context(), exc, traceback)
+    _fail_forward(app, embed.get("chain") or [], embed.get("chord"), exc, request.id)
+
+
+def on_revoked(worker: Worker, request: Request, exc: BaseException) -> None:
+    """The task expired before it ran: what it leads to never runs either (a chord it belongs to fails)."""
+    embed = request.message.embed
+    _fail_forward(worker.app, embed.get("chain") or [], embed.get("chord"), exc, request.id)
+
+
+def _fail_forward(app: App, cont: Sequence[Any], ctx: Mapping[str, Any] | None, exc: BaseException, failed_id: str) -> None:
+    for sig in _iter_cont(app, cont):
+        _mark_failed(app, sig, exc)
+    if ctx:
+        _chord_failed(app, ctx, exc, failed_id)
+
+
+def _chord_failed(app: App, ctx: Mapping[str, Any], exc: BaseException, failed_id: str) -> None:
+    """A header task failed: fail the body with ChordError, once, however many header tasks fail."""
+    from simq.task import Context
+
+    cid = str(ctx["id"])
+    if app.backend.incr(f"{_chord_key(cid)}.failed") != 1:
+        return
+    record = _load(app, _chord_key(cid))
+    body = from_dict(record["body"], app)
+    cause = exc.__cause__ if isinstance(exc, ChordError) and exc.__cause__ is not None else exc
+    err = ChordError(
+        f"chord {cid}: header task {failed_id} failed with {type(cause).__name__}: {cause}; the body never ran",
+        failed_id,
+        exception_to_dict(cause),
+    )
+    err.__cause__ = cause
+    _mark_failed(app, body, err)
+    errbacks = list(_listify(body["options"].get("link_error")))
+    if errbacks:
+        context = Context(id=_first_id(body), task=body.task, called_directly=False)
+        _call_errbacks(app, errbacks, context, err, None)
+    _fail_forward(app, list(record.get("cont") or []), record.get("ctx"), err, failed_id)
+
+
+def _first_id(sig: Signature) -> str:
+    return next(iter(_leaf_ids(sig)), sig.id or "")
+
+
+# -- map / starmap: the built-in tasks -------------------------------------------------------------
+
+def register_builtins(app: App) -> None:
+    """``simq.map`` and ``simq.starmap``: the tasks behind ``task.map`` / ``task.starmap`` / ``task.chunks``."""
+    if MAP_TASK in app.tasks:
+        return
+
+    def simq_map(*args: Any, task: str, it: Any = None) -> list[Any]:
+        fun = app.tasks[task]
+        items = args[0] if args else it
+        return [fun(item) for item in items]
+
+    def simq_starmap(*args: Any, task: str, it: Any = None) -> list[Any]:
+        fun = app.tasks[task]
+        items = args[0] if args else it
+        return [fun(*item) for item in items]
+
+    app._register(simq_map, {"name": MAP_TASK})
+    app._register(simq_starmap, {"name": STARMAP_TASK})
+
+
+# -- link= / link_error= on apply_async --------------------------------------------------------------
+
+def to_signature_dicts(app: App, value: Any) -> list[dict[str, Any]]:
+    """``link=`` / ``link_error=`` values (one or a list) as plain dicts for the message."""
+    items: Iterable[Any] = value if isinstance(value, list | tuple) and not isinstance(value, Signature) else [value]
+    out = []
+    for i, item in enumerate(items):
+        sig = _as_signature(app, item)
+        validate(app, sig, f"link[{i}]." if not isinstance(value, Signature) and isinstance(value, list | tuple) else "")
+        out.append(dict(sig))
+    return out

@@ -1,0 +1,156 @@
+"""The one exception tree of simq: every error a user can see is a ``SimqError``.
+
+Each message names the offending value and says how to mend it.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+
+class SimqError(Exception):
+    """Root of every error simq raises on purpose."""
+
+
+class ConfigurationError(SimqError, ValueError):
+    """A setting, task option or argument that can never work."""
+
+
+class NotRegistered(SimqError, KeyError):
+    """A task name that no ``@app.task`` registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "task not registered"
+
+
+class SerializationError(SimqError):
+    """A value that cannot be encoded or decoded."""
+
+
+class EncodeError(SerializationError, TypeError):
+    """An argument or result the chosen serializer cannot encode."""
+
+
+class DecodeError(SerializationError, ValueError):
+    """A message body the declared serializer cannot decode."""
+
+
+class ContentDisallowed(SerializationError):
+    """A message whose content type is not in ``accept_content``."""
+
+
+class RoutingError(SimqError):
+    """A message that cannot be routed as asked."""
+
+
+class Unroutable(RoutingError):
+    """``mandatory=True`` and no queue is bound for the routing key."""
+
+
+class NotDelivered(RoutingError):
+    """``immediate=True`` and no consumer can take the message now."""
+
+
+class UnknownQueue(RoutingError, KeyError):
+    """A queue name that is neither declared nor allowed to be created."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown queue"
+
+
+class BrokerUnavailable(SimqError, ConnectionError):
+    """The broker could not be reached within the connect timeout."""
+
+
+class TransportNotFound(ConfigurationError):
+    """A broker URL whose scheme no installed transport handles."""
+
+
+class TimeoutError(SimqError, builtins.TimeoutError):  # noqa: A001 - deliberately also the builtin
+    """A result did not become ready within the time asked."""
+
+
+class SimulationIdle(TimeoutError):
+    """The simulation ran out of work while a result was still awaited."""
+
+
+class TaskRevokedError(SimqError):
+    """The task was revoked (for instance its ``expires`` passed) and never ran."""
+
+
+class MaxRetriesExceededError(SimqError):
+    """A task asked to retry more often than ``max_retries`` allows."""
+
+
+class Retry(SimqError):
+    """Raised by ``Task.retry`` to tell the worker to send the task again."""
+
+    def __init__(self, message: str = "", exc: BaseException | None = None, when: float | None = None) -> None:
+        super().__init__(message)
+        self.exc = exc
+        self.when = when
+
+
+class ChordError(SimqError):
+    """A chord's header failed, so its body never ran.
+
+    ``ChordError(message, failed_task_id, cause)``: ``cause`` is the failed
+    task's exception in its stored (dict) form; it comes back as
+    ``__cause__`` when the error is read from a result backend.
+    """
+
+    def __init__(self, message: str = "", task_id: str | None = None, cause: object = None) -> None:
+        super().__init__(message, task_id, cause)
+        self.task_id = task_id
+        if isinstance(cause, dict) and "exc_type" in cause:
+            from simq.backends.base import exception_from_dict
+
+            self.__cause__ = exception_from_dict(cause)
+        elif isinstance(cause, BaseException):
+            self.__cause__ = cause
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "chord failed"
+
+
+class WorkerLostError(SimqError):
+    """The worker running a task went away before it finished."""
+
+
+class InvalidSignature(SimqError):
+    """A canvas that can never run (unknown task, cycle, bad shape)."""
+
+
+class MessageRejected(SimqError):
+    """A delivery the worker refused (malformed, refused content, unknown task)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+__all__ = [
+    "BrokerUnavailable",
+    "ChordError",
+    "ConfigurationError",
+    "ContentDisallowed",
+    "DecodeError",
+    "EncodeError",
+    "InvalidSignature",
+    "MaxRetriesExceededError",
+    "MessageRejected",
+    "NotDelivered",
+    "NotRegistered",
+    "Retry",
+    "RoutingError",
+    "SerializationError",
+    "SimqError",
+    "SimulationIdle",
+    "TaskRevokedError",
+    "TimeoutError",
+    "TransportNotFound",
+    "UnknownQueue",
+    "Unroutable",
+    "WorkerLostError",
+]

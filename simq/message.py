@@ -1,0 +1,91 @@
+"""The values that travel: envelopes on the wire, deliveries off it, task messages inside.
+
+These are plain frozen attrs classes. Encoding them to bytes lives in
+``simq.protocol``; routing them lives in ``simq.routing``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["Delivery", "Envelope", "TaskMessage", "validate_priority"]
+
+
+def validate_priority(priority: int | None) -> int | None:
+    """Priorities are 0..9 with 0 the highest; None means 'not given'."""
+    if priority is None:
+        return None
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise _config_error(f"priority must be an integer from 0 (highest) to 9 (lowest), got {priority!r}")
+    return priority
+
+
+def _config_error(text: str) -> Exception:
+    from simq.exceptions import ConfigurationError
+
+    return ConfigurationError(text)
+
+
+def _check_priority(_inst: object, _attr: object, value: int | None) -> None:
+    validate_priority(value)
+
+
+@attrs.frozen(slots=True)
+class Envelope:
+    """What a broker carries: an opaque body plus the headers the worker routes on.
+
+    ``priority`` is simq's scale (0 highest, 9 lowest, None not given); each
+    transport maps it to its broker's own scheme.
+    """
+
+    body: bytes
+    content_type: str
+    content_encoding: str
+    headers: Mapping[str, Any]
+    priority: int | None = attrs.field(default=None, validator=_check_priority)
+    message_id: str | None = None
+
+
+@attrs.frozen(slots=True)
+class Delivery:
+    """An envelope handed to one consumer; ``tag`` is what ack/reject name."""
+
+    envelope: Envelope
+    tag: int
+    queue: str
+    exchange: str
+    routing_key: str
+    redelivered: bool = False
+    consumer: str = ""
+
+
+def _non_empty(_inst: object, attribute: attrs.Attribute[str], value: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise _config_error(f"{attribute.name} must be a non-empty string, got {value!r}")
+
+
+@attrs.frozen(slots=True)
+class TaskMessage:
+    """A task call as the worker sees it once decoded.
+
+    ``eta`` and ``expires`` are seconds since the epoch (None when not set).
+    ``embed`` holds the canvas parts: callbacks, errbacks, chain, chord, group.
+    """
+
+    id: str = attrs.field(validator=_non_empty)
+    task: str = attrs.field(validator=_non_empty)
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+    eta: float | None = None
+    expires: float | None = None
+    retries: int = 0
+    priority: int | None = attrs.field(default=None, validator=_check_priority)
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    embed: Mapping[str, Any] = attrs.field(factory=dict)
+    headers: Mapping[str, Any] = attrs.field(factory=dict)

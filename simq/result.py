@@ -1,0 +1,233 @@
+"""Handles to results that may not exist yet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from simq import states
+from simq.backends.base import ResultMeta
+from simq.exceptions import TaskRevokedError
+
+if TYPE_CHECKING:
+    from simq.app import App
+
+__all__ = ["AsyncResult", "GroupResult"]
+
+
+class AsyncResult:
+    """The result of one task call, by id.
+
+    ``get()`` waits for it: in a simulation by driving the simulation (in
+    virtual time, without sleeping), against a real backend on the wall clock.
+    """
+
+    __slots__ = ("_meta", "app", "id", "parent")
+
+    def __init__(self, id: str, app: App | None = None, parent: Any = None) -> None:  # noqa: A002 - Celery's name
+        if app is None:
+            from simq.app import current_app
+
+            app = current_app()
+        self.id = id
+        self.app = app
+        self.parent = parent
+        self._meta: ResultMeta | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    def _fetch(self) -> ResultMeta:
+        if self._meta is not None:
+            return self._meta
+        meta = self.app.backend.get_meta(self.id)
+        if meta.ready:
+            self._meta = meta
+        return meta
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> Any:
+        """The task's return value; raises its exception if it failed and ``propagate``."""
+        meta = self._meta
+        if meta is None:
+            meta = self.app.backend.get_meta(self.id)
+            if not meta.ready:
+                meta = self.app._wait_for(self.id, timeout)
+        self._meta = meta
+        if meta.state in states.PROPAGATE_STATES and propagate:
+            exc = meta.result
+            if isinstance(exc, BaseException):
+                raise exc
+            raise TaskRevokedError(f"task {self.id} ended {meta.state}")
+        return meta.result
+
+    wait = get
+
+    @property
+    def state(self) -> str:
+        return self._fetch().state
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        return self._fetch().result
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._fetch().traceback
+
+    @property
+    def date_done(self) -> float | None:
+        return self._fetch().date_done
+
+    @property
+    def retries(self) -> int:
+        return self._fetch().retries
+
+    def ready(self) -> bool:
+        return self._fetch().ready
+
+    def successful(self) -> bool:
+        return self._fetch().state == states.SUCCESS
+
+    def failed(self) -> bool:
+        return self._fetch().state == states.FAILURE
+
+    @property
+    def children(self) -> list[Any]:
+        """The results of what this task sent when it finished (callbacks, the next chain link)."""
+        from simq.canvas import load_children, result_from_spec
+
+        return [result_from_spec(self.app, spec) for spec in load_children(self.app, self.id)]
+
+    def forget(self) -> None:
+        self._meta = None
+        self.app.backend.forget(self.id)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<AsyncResult: {self.id}>"
+
+
+class GroupResult:
+    """The results of a group, in the group's order; ``get()`` returns their values in that order.
+
+    ``GroupResult.restore(id)`` rebuilds one from the result backend (groups
+    and chord headers are saved there when sent).
+    """
+
+    __slots__ = ("app", "id", "parent", "results")
+
+    def __init__(self, id: str, results: Sequence[Any] = (), app: App | None = None, parent: Any = None) -> None:  # noqa: A002
+        if app is None:
+            from simq.app import current_app
+
+            app = current_app()
+        self.id = id
+        self.results = list(results)
+        self.app = app
+        self.parent = parent
+
+    @classmethod
+    def restore(cls, id: str, app: App | None = None) -> GroupResult | None:  # noqa: A002
+        """The group saved under ``id``, or None if the backend has no such group."""
+        from simq.canvas import load_group_spec, result_from_spec
+
+        if app is None:
+            from simq.app import current_app
+
+            app = current_app()
+        spec = load_group_spec(app, id)
+        if spec is None:
+            return None
+        result = result_from_spec(app, spec)
+        assert isinstance(result, GroupResult)
+        return result
+
+    def save(self) -> GroupResult:
+        from simq.canvas.run import _save_group
+
+        _save_group(self.app, self.id, _spec_of(self))
+        return self
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> list[Any]:
+        """Every member's value, in order; raises the first failed member's exception (in order) if ``propagate``."""
+        if not self.results:
+            # an empty group has a record of its own: [] once reached, or the failure that stopped it
+            return AsyncResult(self.id, self.app).get(timeout=timeout, propagate=propagate)  # type: ignore[no-any-return]
+        values = [r.get(timeout=timeout, propagate=False) for r in self.results]
+        if propagate:
+            for r in self.results:
+                if r.failed() or r.state == states.REVOKED:
+                    r.get(propagate=True)
+        return values
+
+    join = get
+    wait = get
+
+    @property
+    def children(self) -> list[Any]:
+        return self.results
+
+    def completed_count(self) -> int:
+        """How many members finished successfully."""
+        return sum(1 for r in self.results if r.successful())
+
+    def _members(self) -> list[Any]:
+        return self.results or [AsyncResult(self.id, self.app)]
+
+    def ready(self) -> bool:
+        return all(r.ready() for r in self._members())
+
+    def successful(self) -> bool:
+        return all(r.successful() for r in self._members())
+
+    def failed(self) -> bool:
+        return any(r.failed() for r in self._members())
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    @property
+    def state(self) -> str:
+        if not self.ready():
+            return states.PENDING
+        return states.FAILURE if self.failed() else states.SUCCESS
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.results[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def _spec_of(result: Any) -> Any:
+    if isinstance(result, GroupResult):
+        return {"g": result.id, "r": [_spec_of(r) for r in result.results]}
+    return result.id

@@ -1,0 +1,274 @@
+"""Tasks: the functions ``@app.task`` turns into things you can send."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import attrs
+
+from simq.exceptions import MaxRetriesExceededError, Retry
+
+if TYPE_CHECKING:
+    from simq.app import App
+    from simq.result import AsyncResult
+    from simq.worker import Request, Worker
+
+__all__ = ["Context", "Task"]
+
+
+@attrs.define
+class Context:
+    """What ``self.request`` shows inside a bound task."""
+
+    id: str | None = None
+    task: str | None = None
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
+    retries: int = 0
+    eta: float | None = None
+    expires: float | None = None
+    hostname: str | None = None
+    delivery_info: Mapping[str, Any] = attrs.field(factory=dict)
+    root_id: str | None = None
+    parent_id: str | None = None
+    group: str | None = None
+    group_index: int | None = None
+    callbacks: Sequence[Any] | None = None
+    errbacks: Sequence[Any] | None = None
+    chain: Sequence[Any] | None = None
+    chord: Any = None
+    headers: Mapping[str, Any] = attrs.field(factory=dict)
+    called_directly: bool = True
+    is_eager: bool = False
+
+
+_CALL_OPTIONS = (
+    "countdown",
+    "eta",
+    "expires",
+    "task_id",
+    "serializer",
+    "routing_key",
+    "exchange",
+    "queue",
+    "priority",
+    "mandatory",
+    "immediate",
+    "link",
+    "link_error",
+    "connection",
+    "connect_timeout",
+    "headers",
+)
+
+
+class Task:
+    """A registered task. ``@app.task`` makes one subclass and instance per function.
+
+    Class attributes are the task's options (``serializer``, ``queue``,
+    ``routing_key``, ``exchange``, ``priority``, ``max_retries``,
+    ``default_retry_delay``, ``acks_late``, ``ignore_result``); a call's own
+    options win over them.
+    """
+
+    name: ClassVar[str] = ""
+    app: ClassVar[App]
+    typing: ClassVar[bool] = True
+    bind: ClassVar[bool] = False
+    serializer: ClassVar[str | None] = None
+    queue: ClassVar[Any] = None
+    routing_key: ClassVar[str | None] = None
+    exchange: ClassVar[Any] = None
+    priority: ClassVar[int | None] = None
+    max_retries: ClassVar[int | None] = 3
+    default_retry_delay: ClassVar[float] = 180
+    acks_late: ClassVar[bool | None] = None
+    ignore_result: ClassVar[bool | None] = None
+    expires: ClassVar[float | None] = None
+    track_started: ClassVar[bool | None] = None
+    autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    retry_backoff: ClassVar[bool] = False
+
+    _routing_options: ClassVar[dict[str, Any]]
+
+    def __init__(self) -> None:
+        self._request_stack: list[Context] = []
+
+    # -- running --------------------------------------------------------------------
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"task {self.name!r} has no body")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Run the body here and now, as a plain function call."""
+        if self._request_stack:
+            return self.run(*args, **kwargs)
+        self._request_stack.append(Context(task=self.name, args=args, kwargs=kwargs))
+        try:
+            return self.run(*args, **kwargs)
+        finally:
+            self._request_stack.pop()
+
+    @property
+    def request(self) -> Context:
+        return self._request_stack[-1] if self._request_stack else Context(task=self.name)
+
+    def push_request(self, context: Context) -> None:
+        self._request_stack.append(context)
+
+    def pop_request(self) -> None:
+        self._request_stack.pop()
+
+    # -- sending -------------------------------------------------------------------
+    def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send with these arguments and the task's default options."""
+        return self.apply_async(args, kwargs)
+
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send with explicit options (see the calling guide for each one)."""
+        return self.app.send_task(self.name, args, kwargs, _task=self, **options)
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> AsyncResult:
+        """Run the task locally and synchronously, with no broker; return its result handle."""
+        return self.app._apply_locally(self, tuple(args or ()), dict(kwargs or {}), options)
+
+    def retry(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: datetime | float | None = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Retry:
+        """Send this task again later; raises ``Retry`` for the worker to catch.
+
+        Past ``max_retries`` it raises ``exc`` (or ``MaxRetriesExceededError``)
+        instead, so the task fails.
+        """
+        request = self.request
+        if request.called_directly:
+            # Called as a plain function: there is nothing to retry; re-raise.
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(f"{self.name} called directly cannot be retried")
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries >= limit:
+            if exc is not None:
+                raise exc
+            raise MaxRetriesExceededError(
+                f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{dict(request.kwargs)} "
+                f"(max_retries={limit})"
+            )
+        if countdown is None and eta is None:
+            countdown = self.default_retry_delay
+        retry = Retry(f"Retry in {countdown}s" if countdown is not None else f"Retry at {eta}", exc=exc)
+        retry.args_override = tuple(args) if args is not None else None  # type: ignore[attr-defined]
+        retry.kwargs_override = dict(kwargs) if kwargs is not None else None  # type: ignore[attr-defined]
+        retry.countdown = countdown  # type: ignore[attr-defined]
+        retry.eta = eta  # type: ignore[attr-defined]
+        retry.options = options  # type: ignore[attr-defined]
+        if throw:
+            raise retry
+        return retry
+
+    # -- canvas ----------------------------------------------------------------------------
+    def signature(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        from simq.canvas import Signature
+
+        return Signature(self, args, kwargs, options)
+
+    subtask = signature
+
+    def s(self, *args: Any, **kwargs: Any) -> Any:
+        """A partial signature: the parent's result will be prepended to ``args``."""
+        from simq.canvas import Signature
+
+        return Signature(self, args, kwargs)
+
+    def si(self, *args: Any, **kwargs: Any) -> Any:
+        """An immutable signature: it takes nothing from its parent."""
+        from simq.canvas import Signature
+
+        return Signature(self, args, kwargs, immutable=True)
+
+    def map(self, it: Any) -> Any:
+        """One message that calls this task on each item of ``it``, in order: ``tsum.map([range(3), range(4)])``."""
+        from simq.canvas import xmap
+
+        return xmap(self, it, app=self.app)
+
+    def starmap(self, it: Any) -> Any:
+        """Like ``map`` but each item is an argument tuple: ``add.starmap(zip(range(3), range(3)))``."""
+        from simq.canvas import xstarmap
+
+        return xstarmap(self, it, app=self.app)
+
+    def chunks(self, it: Any, n: int) -> Any:
+        """Split ``it`` (argument tuples) into parts of ``n``; each part is one ``starmap`` message."""
+        from simq.canvas import chunks
+
+        return chunks(self, it, n, app=self.app)
+
+    def AsyncResult(self, task_id: str) -> AsyncResult:  # noqa: N802 - Celery's name
+        from simq.result import AsyncResult
+
+        return AsyncResult(task_id, self.app)
+
+    # -- worker hooks (Batches overrides these) --------------------------------------------
+    def handle(self, worker: Worker, request: Request) -> None:
+        """A request for this task is due: run it (Batches buffers it instead)."""
+        worker.execute(request)
+
+    def check_worker(self, worker: Worker) -> None:
+        """Refuse, at worker start, a configuration this task can never work under."""
+
+    def on_worker_shutdown(self, worker: Worker) -> None:
+        """The worker is stopping: finish anything this task holds."""
+
+    # -- user hooks, as in Celery ---------------------------------------------------------
+    def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
+        """Called in the worker after the task succeeded."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Called in the worker after the task failed."""
+
+    def on_retry(self, exc: BaseException | None, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        """Called in the worker when the task is sent again."""
+
+    def __repr__(self) -> str:
+        return f"<@task: {self.name}>"
+
+
+def make_task_class(
+    app: App,
+    fun: Callable[..., Any],
+    base: type[Task],
+    name: str,
+    options: Mapping[str, Any],
+) -> type[Task]:
+    bind = options.get("bind", False)
+    run: Any = fun if bind else staticmethod(fun)
+
+    namespace: dict[str, Any] = {
+        "name": name,
+        "app": app,
+        "run": run,
+        "__doc__": fun.__doc__,
+        "__module__": fun.__module__,
+        "__wrapped__": fun,
+        "__qualname__": getattr(fun, "__qualname__", name),
+    }
+    namespace.update(options)
+    return type(fun.__name__, (base,), namespace)
+
+
+CALL_OPTIONS = _CALL_OPTIONS

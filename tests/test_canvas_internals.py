@@ -1,0 +1,174 @@
+"""How the canvas travels and is counted: message contents, backend records, determinism."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simq import App, chain, chord, group
+from simq.canvas import Signature, from_dict, xmap
+from simq.canvas import run as canvas_module
+from simq.exceptions import ChordError
+
+
+@pytest.fixture
+def app():
+    app = App("internals")
+
+    @app.task(name="i.add")
+    def add(x, y):
+        return x + y
+
+    @app.task(name="i.tsum")
+    def tsum(xs):
+        return sum(xs)
+
+    @app.task(name="i.fail")
+    def fail(*args):
+        raise KeyError("nope")
+
+    return app
+
+
+def sent_messages(sim):
+    return [e for e in sim.trace if e.kind == "sent"]
+
+
+def spy_on_encode(monkeypatch, record):
+    from simq import protocol
+
+    original = protocol.encode
+
+    def encode(*args, **kwargs):
+        envelope = original(*args, **kwargs)
+        record(envelope)
+        return envelope
+
+    monkeypatch.setattr(protocol, "encode", encode)
+
+
+class TestWireForm:
+    def test_chain_continuation_rides_in_the_message_as_plain_dicts(self, app, monkeypatch):
+        add = app.tasks["i.add"]
+        seen = []
+        spy_on_encode(monkeypatch, lambda envelope: seen.append(json.loads(envelope.body)))
+        with app.simulate(seed=3):
+            assert (add.s(1, 1) | add.s(2) | add.s(3))().get() == 7
+        args, kwargs, embed = seen[0]
+        assert [link["task"] for link in embed["chain"]] == ["i.add", "i.add"]
+        assert embed["chain"][0]["args"] == [2]
+
+    def test_long_chain_is_stored_once_and_referenced(self, app, monkeypatch):
+        add = app.tasks["i.add"]
+        n = canvas_module.INLINE_CHAIN + 5
+        seen = []
+        spy_on_encode(monkeypatch, lambda envelope: seen.append(len(envelope.body)))
+        with app.simulate(seed=3):
+            assert chain([add.s(0, 0)] + [add.s(1)] * (n - 1))().get() == n - 1
+        assert len(seen) == n
+        assert max(seen) < 400  # each message carries a reference, not the remaining links
+
+    def test_signature_round_trips_through_json_with_its_kind(self, app):
+        add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
+        canvas = chain(add.s(1, 1), chord([add.s(1), group(add.s(2), add.s(3))], tsum.s()))
+        back = from_dict(json.loads(json.dumps(canvas)), app)
+        assert type(back) is chain
+        assert type(back.tasks[1]) is chord
+        assert type(back.tasks[1].header.tasks[1]) is group
+
+    def test_map_is_a_task_signature_of_the_builtin(self, app):
+        sig = xmap(app.tasks["i.tsum"], [range(3)])
+        assert isinstance(sig, Signature) and sig.task == "simq.map"
+        assert sig.kwargs == {"task": "i.tsum", "it": [[0, 1, 2]]}
+
+
+class TestChordCounting:
+    def test_body_sent_once_by_the_last_header_task(self, app):
+        add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
+        with app.simulate(seed=5, workers=3) as sim:
+            r = chord([add.s(i, 1) for i in range(12)], tsum.s())()
+            assert r.get() == sum(range(1, 13))
+            sim.run_until_idle()
+            bodies = [e for e in sent_messages(sim) if e.task == "i.tsum"]
+            assert len(bodies) == 1
+            assert app.backend.incr(f"simq-chord-{r.parent.id}.done", 0) == 12
+
+    def test_a_part_reporting_twice_counts_once(self, app):
+        from simq.canvas.run import _chord_part_done
+
+        add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
+        with app.simulate(seed=5, workers=1) as sim:
+            r = chord([add.s(1, 1).set(countdown=5), add.s(2, 2).set(countdown=10)], tsum.s())()
+            sim.advance(6)
+            first = r.parent.results[0]
+            assert first.get() == 2
+            # the same part reports again (as after a redelivery): the body must not fire early
+            _chord_part_done(app, {"id": r.parent.id, "size": 2}, first.id)
+            assert not r.ready()
+            assert r.get() == 6
+
+    def test_chord_error_is_counted_once_however_many_fail(self, app):
+        add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
+        with app.simulate(seed=5, workers=2) as sim:
+            r = chord([fail.s(), add.s(1, 1), fail.s(), fail.s()], tsum.s())()
+            with pytest.raises(ChordError) as info:
+                r.get()
+            sim.run_until_idle()
+            assert app.backend.incr(f"simq-chord-{r.parent.id}.failed", 0) == 3
+        assert isinstance(info.value.__cause__, KeyError)
+
+    def test_chord_error_survives_the_backend_round_trip(self):
+        err = ChordError("chord x: header task t1 failed", "t1", {"exc_type": "ValueError", "exc_module": "builtins", "exc_message": ["bad"]})
+        assert err.task_id == "t1"
+        assert isinstance(err.__cause__, ValueError) and err.__cause__.args == ("bad",)
+        assert str(err) == "chord x: header task t1 failed"
+
+
+class TestDeterminism:
+    def run(self, app, seed):
+        add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
+        canvas = chain(
+            add.s(1, 1),
+            chord([add.s(i) for i in range(5)] + [chain(add.s(1), add.s(2))], tsum.s()),
+            group(add.s(1), add.s(2)),
+            tsum.s(),
+        )
+        with app.simulate(seed=seed, workers=3) as sim:
+            value = canvas().get()
+            sim.run_until_idle()
+            return value, sim.digest
+
+    def test_same_seed_same_trace(self, app):
+        assert self.run(app, 11) == self.run(app, 11)
+
+    def test_value_does_not_depend_on_the_seed(self, app):
+        a, b = self.run(app, 11), self.run(app, 12)
+        assert a[0] == b[0]
+        assert a[1] != b[1]
+
+
+class TestErrbackForms:
+    def test_form_is_chosen_by_the_errback_signature(self, app):
+        @app.task(name="i.one")
+        def one(task_id):
+            return task_id
+
+        @app.task(name="i.three")
+        def three(request, exc, traceback):
+            return None
+
+        @app.task(name="i.bound", bind=True)
+        def bound(self, request, exc, traceback):
+            return None
+
+        assert not canvas_module._errback_is_inline(one)
+        assert canvas_module._errback_is_inline(three)
+        assert canvas_module._errback_is_inline(bound)
+
+    def test_freezing_a_chain_returns_the_last_result_with_parents(self, app):
+        add = app.tasks["i.add"]
+        canvas = add.s(1, 1) | add.s(2)
+        result = canvas.freeze()
+        assert result.id == canvas.tasks[-1].id
+        assert result.parent.id == canvas.tasks[0].id

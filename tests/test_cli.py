@@ -1,0 +1,40 @@
+"""The simq command: demo output, help, unknown commands."""
+
+from __future__ import annotations
+
+from simq.cli import main
+from simq.demo import run_demo
+
+
+def test_demo_runs_every_seed_example_with_the_results_the_seed_states():
+    lines = []
+    sim = run_demo(seed=7, workers=2, out=lines.append)
+    text = "\n".join(lines)
+    assert "add.apply_async(args=[10, 10], countdown=3)                -> 20" in text
+    assert "mallory unbanned at 2026-01-02 00:00" in text
+    assert "'compressed movie.mkv'" in text
+    assert sim.elapsed == 86400
+    # the countdown=3 task ran at +3 s in virtual time, on the lowpri queue
+    assert any("+00:00:03.000  succeeded" in line and "lowpri" in line for line in lines)
+
+
+def test_demo_is_deterministic_per_seed():
+    assert run_demo(seed=3, out=lambda _: None).digest == run_demo(seed=3, out=lambda _: None).digest
+
+
+def test_cli_demo_exits_zero_and_prints_real_time(capsys):
+    assert main(["demo", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "real time for the whole run" in out
+
+
+def test_cli_unknown_command_is_named(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_cli_help_lists_commands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in ("demo", "worker", "conformance", "campaign", "replay"):
+        assert command in out

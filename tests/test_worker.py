@@ -1,0 +1,91 @@
+"""The worker: eta holding against prefetch, early and late acks, rejection of bad deliveries."""
+
+from __future__ import annotations
+
+from simq import App, states
+from simq.message import Envelope
+
+
+def make_app(**config):
+    app = App("w", **config)
+
+    @app.task(name="add")
+    def add(x, y):
+        return x + y
+
+    @app.task(name="late", acks_late=True)
+    def late():
+        return "late"
+
+    return app
+
+
+def test_eta_messages_are_held_and_count_against_prefetch():
+    app = make_app(worker_prefetch_multiplier=2)
+    with app.simulate(workers=1) as sim:
+        worker = sim.worker_list[0]
+        results = [app.tasks["add"].apply_async((i, i), countdown=10) for i in range(3)]
+        sim.advance(1)
+        assert worker.held == 2  # prefetch 2: the third waits in the queue
+        assert sim.depth("celery") == 1
+        assert [r.get() for r in results] == [0, 2, 4]
+
+
+def test_early_ack_happens_before_the_body_runs():
+    app = make_app()
+    seen = []
+    with app.simulate(workers=1) as sim:
+        worker = sim.worker_list[0]
+
+        @app.task(name="probe")
+        def probe():
+            seen.append(worker.transport.unacked)
+
+        probe.delay().get()
+    assert seen == [0]
+
+
+def test_late_ack_happens_after_the_body_runs():
+    app = make_app()
+    seen = []
+    with app.simulate(workers=1) as sim:
+        worker = sim.worker_list[0]
+
+        @app.task(name="probe", acks_late=True)
+        def probe():
+            seen.append(worker.transport.unacked)
+
+        probe.delay().get()
+        assert worker.transport.unacked == 0
+    assert seen == [1]
+
+
+def test_unknown_task_is_dead_lettered_and_the_worker_keeps_serving():
+    app = make_app()
+    with app.simulate(workers=1) as sim:
+        r = app.send_task("not.registered", (1,))
+        good = app.tasks["add"].delay(1, 1)
+        assert good.get() == 2
+        assert r.state == states.PENDING
+        assert "unknown-task" in sim.dead_letters[0].reason
+        assert sim.worker_list[0].stats.rejected == {"unknown-task": 1}
+
+
+def test_garbage_body_is_dead_lettered():
+    app = make_app()
+    with app.simulate(workers=1) as sim:
+        bad = Envelope(b"{not json", "application/json", "utf-8", {"task": "add", "id": "x"})
+        sim.producer.publish(bad, "celery", "celery")
+        assert app.tasks["add"].delay(2, 2).get() == 4
+        assert sim.dead_letters[0].reason.startswith("undecodable")
+
+
+def test_graceful_stop_requeues_held_eta_messages():
+    app = make_app()
+    with app.simulate(workers=1) as sim:
+        r = app.tasks["add"].apply_async((1, 2), countdown=100)
+        sim.advance(1)
+        sim.worker_list[0].stop()
+        assert sim.depth("celery") == 1
+        sim.add_worker()
+        assert r.get() == 3
