@@ -105,28 +105,44 @@ class _RealRun:
     errors: list[BaseException] = attrs.field(factory=list)
     stop: threading.Event = attrs.field(factory=threading.Event)
     probe: Transport | None = None
+    crashing: set[int] = attrs.field(factory=set)
 
     def ensure_started(self) -> None:
         if self.started:
             return
-        app = self.app
-        for index in range(self.workers):
-            worker = app.Worker(
-                queues=self.queues,
-                concurrency=1,
-                prefetch_multiplier=self.prefetch_multiplier,
-                hostname=f"conformance-{self.namespace}-{index + 1}",
-            )
-            worker.start()
-            self.started.append(worker)
-            thread = threading.Thread(target=self._run, args=(worker,), name=worker.hostname, daemon=True)
-            self.threads.append(thread)
-            thread.start()
+        for _ in range(self.workers):
+            self.add_worker()
+
+    def add_worker(self, prefetch_multiplier: int | None = None) -> Worker:
+        """Start one more worker thread on this app's broker."""
+        worker = self.app.Worker(
+            queues=self.queues,
+            concurrency=1,
+            prefetch_multiplier=self.prefetch_multiplier if prefetch_multiplier is None else prefetch_multiplier,
+            hostname=f"conformance-{self.namespace}-{len(self.started) + 1}",
+        )
+        worker.start()
+        self.started.append(worker)
+        thread = threading.Thread(target=self._run, args=(worker,), name=worker.hostname, daemon=True)
+        self.threads.append(thread)
+        thread.start()
+        return worker
+
+    def crash(self, worker: Worker, timeout: float = 30.0) -> None:
+        """Make ``worker`` die without cleaning up, in its own thread (the loop owns the worker)."""
+        index = self.started.index(worker)
+        self.crashing.add(id(worker))
+        self.threads[index].join(timeout)
+        if self.threads[index].is_alive():
+            raise AssertionError(f"worker {worker.hostname} did not crash within {timeout} s")
 
     def _run(self, worker: Worker) -> None:
         app = self.app
 
         def until() -> bool:
+            if id(worker) in self.crashing:
+                worker.crash()
+                return True
             # queues created after start (task_create_missing_queues): consume them too
             if self.queues is None:
                 for name in list(app.router.queues):
@@ -141,6 +157,8 @@ class _RealRun:
 
     def idle(self) -> bool:
         for worker in self.started:
+            if id(worker) in self.crashing:
+                continue
             stats = worker.stats
             # eta-held messages count as idle: on the wall clock their time has not come
             finished = stats.succeeded + stats.failed + stats.retried + stats.revoked + worker.held
@@ -272,6 +290,40 @@ class Harness:
             return list(driver.worker_list)
         run = self._runs.get(id(app))
         return list(run.started) if run is not None else []
+
+    def add_worker(self, app: App | None = None, *, prefetch_multiplier: int | None = None) -> Worker:
+        """Start one more worker for ``app`` (simulated: in the simulation; real broker: in a thread)."""
+        app = app or self._apps[-1]
+        driver = app._driver
+        if driver is not None:
+            return driver.add_worker(prefetch_multiplier=prefetch_multiplier)
+        run = self._runs[id(app)]
+        run.ensure_started()
+        return run.add_worker(prefetch_multiplier)
+
+    def crash_worker(self, worker: Worker, app: App | None = None) -> None:
+        """Kill ``worker`` without any cleanup: what it held unacknowledged goes back to the broker."""
+        app = app or self._apps[-1]
+        if app._driver is not None:
+            worker.crash()
+            return
+        self._runs[id(app)].crash(worker)
+
+    def wait_until(self, predicate: Callable[[], bool], app: App | None = None, timeout: float = 30.0) -> None:
+        """Run (simulated) or wait (real broker, wall-clock ``timeout``) until ``predicate()`` holds."""
+        app = app or self._apps[-1]
+        driver = app._driver
+        if driver is not None:
+            driver.run_until(predicate)
+            return
+        run = self._runs.get(id(app))
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if run is not None and run.errors:
+                raise run.errors[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"backend {self.name!r}: condition not met within {timeout} s")
+            time.sleep(0.02)
 
     def stop_workers(self, app: App | None = None) -> None:
         """Stop ``app``'s workers gracefully (they finish, flush, and give held messages back)."""
