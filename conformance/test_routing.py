@@ -187,7 +187,9 @@ def test_priority_zero_runs_before_nine_when_both_wait(backend):
     @app.task(name="gate", acks_late=True)
     def gate():
         for label, priority in [("low", 9), ("mid", 5), ("high", 0), ("low2", 9)]:
-            mark.apply_async(args=[label], priority=priority)
+            # mandatory: confirmed by the broker before gate returns, so all four are
+            # queued before gate's ack frees the slot (AMQP orders nothing across connections)
+            mark.apply_async(args=[label], priority=priority, mandatory=True)
 
     gate.delay().get()
     backend.settle(app)

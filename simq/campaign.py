@@ -155,6 +155,44 @@ def _transient(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
+def _chord(app: App, record: Record) -> Callable[[], None]:
+    from simq.canvas import chord
+
+    @app.task(bind=True, name="campaign.square")
+    def square(self: Any, x: int) -> int:
+        record(self.request)
+        return x * x
+
+    @app.task(bind=True, name="campaign.total")
+    def total(self: Any, values: list[int]) -> int:
+        record(self.request)
+        return sum(values)
+
+    def send() -> None:
+        for width in (1, 4):
+            chord([square.s(i) for i in range(width)])(total.s())
+
+    return send
+
+
+def _batch(app: App, record: Record) -> Callable[[], None]:
+    from simq.batches import Batches
+
+    app.conf.worker_prefetch_multiplier = 0  # a batch needs its whole flush_every prefetched
+
+    @app.task(base=Batches, name="campaign.clicks", flush_every=4, flush_interval=10)
+    def clicks(requests: list[Any]) -> list[int]:
+        for request in requests:
+            record(request)
+        return [request.args[0] for request in requests]
+
+    def send() -> None:
+        for i in range(10):
+            clicks.delay(i)
+
+    return send
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -164,6 +202,8 @@ WORKLOADS: dict[str, Workload] = {
         Workload("link", "six adds, each linked to a callback", _link),
         Workload("routed", "topic exchange routing to two queues, with priorities", _routed),
         Workload("transient", "half the calls on a non-durable queue, half with countdowns", _transient),
+        Workload("chord", "two chords (1 and 4 header tasks) into a summing body", _chord),
+        Workload("batch", "ten calls to a Batches task (flush_every=4, flush_interval=10)", _batch),
     )
 }
 
@@ -246,7 +286,7 @@ def run_case(
     runs: Counter[tuple[str, int]] = Counter()
 
     def record(request: Any) -> None:
-        runs[(request.id, request.retries)] += 1
+        runs[(request.id, getattr(request, "retries", 0))] += 1  # a batch's SimpleRequest has no retries
 
     send = chosen.setup(app, record)
     with app.simulate(seed=seed, workers=workers, faults=plan, patch_time=False) as sim:
