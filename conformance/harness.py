@@ -91,6 +91,40 @@ def unavailable(name: str) -> str | None:
     return None
 
 
+def require(name: str) -> None:
+    """Skip the calling test when backend ``name`` cannot run here; fail instead when SIMQ_REQUIRE_BROKERS=1."""
+    why = unavailable(name)
+    if why is None:
+        return
+    import pytest
+
+    if os.environ.get("SIMQ_REQUIRE_BROKERS") == "1":
+        pytest.fail(f"SIMQ_REQUIRE_BROKERS=1 but backend {name!r} is unavailable: {why}")
+    pytest.skip(f"backend {name!r} unavailable: {why}")
+
+
+def delete_app_data(app: App) -> None:
+    """Remove ``app``'s queues and result keys from the broker (best effort; namespaced queues also expire)."""
+    if app._pool is not None:
+        app._pool.close()
+    try:
+        conn = app.connection()
+    except Exception:
+        return
+    try:
+        if hasattr(conn, "delete_namespace"):
+            conn.delete_namespace()
+        elif hasattr(conn, "delete_queue"):
+            for name in list(app.router.queues):
+                conn.delete_queue(name)
+    finally:
+        conn.close()
+    backend = app._backend
+    if backend is not None and hasattr(backend, "delete_namespace"):
+        backend.delete_namespace()
+        backend.close()
+
+
 @attrs.define(eq=False)
 class _RealRun:
     """Workers of one app on a real broker, each in its own thread."""
@@ -176,31 +210,9 @@ class _RealRun:
             thread.join(timeout=30)
         if self.probe is not None:
             self.probe.close()
-        if self.app._pool is not None:
-            self.app._pool.close()
-        self._cleanup()
+        delete_app_data(self.app)
         if self.errors:
             raise self.errors[0]
-
-    def _cleanup(self) -> None:
-        """Remove this run's queues and keys from the broker (best effort; namespaced queues also expire)."""
-        app = self.app
-        try:
-            conn = app.connection()
-        except Exception:
-            return
-        try:
-            if hasattr(conn, "delete_namespace"):
-                conn.delete_namespace()
-            elif hasattr(conn, "delete_queue"):
-                for name in list(app.router.queues):
-                    conn.delete_queue(name)
-        finally:
-            conn.close()
-        backend = app._backend
-        if backend is not None and hasattr(backend, "delete_namespace"):
-            backend.delete_namespace()
-            backend.close()
 
 
 @attrs.define(eq=False)
@@ -251,13 +263,7 @@ class Harness:
         return app
 
     def _real_app(self, name: str, workers: int, queues: list[str] | None, prefetch_multiplier: int | None, config: dict[str, Any]) -> App:
-        why = unavailable(self.name)
-        if why is not None:
-            import pytest
-
-            if os.environ.get("SIMQ_REQUIRE_BROKERS") == "1":
-                pytest.fail(f"SIMQ_REQUIRE_BROKERS=1 but backend {self.name!r} is unavailable: {why}")
-            pytest.skip(f"backend {self.name!r} unavailable: {why}")
+        require(self.name)
         namespace = f"t{uuid.uuid4().hex[:12]}"
         broker = with_namespace(broker_url(self.name), namespace)
         results = with_namespace(result_url(self.name), namespace)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from conformance.harness import broker_url, result_url, unavailable, with_namespace
+from conformance.harness import broker_url, delete_app_data, require, result_url, with_namespace
 from simq.exceptions import BrokerUnavailable
 from simq.production import load_app
 from simq.transport import redact_url
@@ -57,20 +57,12 @@ def work(i):
 '''
 
 
-def _need(name: str) -> None:
-    why = unavailable(name)
-    if why is None:
-        return
-    if os.environ.get("SIMQ_REQUIRE_BROKERS") == "1":
-        pytest.fail(f"SIMQ_REQUIRE_BROKERS=1 but {name} is unavailable: {why}")
-    pytest.skip(f"{name} unavailable: {why}")
-
-
 class _Project:
     """A task module on disk, its app loaded here, and worker processes started from it."""
 
     def __init__(self, tmp_path: Path, kind: str) -> None:
-        _need(kind)
+        require(kind)
+        import redis  # the [redis] extra; require() has checked the broker is reachable
         namespace = f"f{uuid.uuid4().hex[:12]}"
         broker = with_namespace(broker_url(kind), namespace)
         if kind == "redis":
@@ -81,6 +73,7 @@ class _Project:
         (tmp_path / f"{self.name}.py").write_text(textwrap.dedent(MODULE))
         self.counter_url = result_url("redis").split("?")[0]
         self.counter_key = f"simq-test-runs-{namespace}"
+        self.counter = redis.Redis.from_url(self.counter_url)
         env = {
             "SIMQ_TEST_BROKER": broker,
             "SIMQ_TEST_RESULTS": results,
@@ -103,13 +96,7 @@ class _Project:
         return proc
 
     def runs(self) -> int:
-        import redis
-
-        client = redis.Redis.from_url(self.counter_url)
-        try:
-            return int(client.get(self.counter_key) or 0)
-        finally:
-            client.close()
+        return int(self.counter.get(self.counter_key) or 0)
 
     def missing(self, ids: list[str]) -> list[str]:
         """The ids whose result is not SUCCESS yet, in the order given."""
@@ -136,33 +123,9 @@ class _Project:
             else:
                 os.environ[key] = value
         sys.path.remove(str(self.path))
-        _cleanup(self.app)
-        import redis
-
-        client = redis.Redis.from_url(self.counter_url)
-        client.delete(self.counter_key)
-        client.close()
-
-
-def _cleanup(app) -> None:
-    if app._pool is not None:
-        app._pool.close()
-    try:
-        conn = app.connection()
-    except Exception:
-        return
-    try:
-        if hasattr(conn, "delete_namespace"):
-            conn.delete_namespace()
-        else:
-            for queue in list(app.router.queues):
-                conn.delete_queue(queue)
-    finally:
-        conn.close()
-    backend = app._backend
-    if backend is not None:
-        backend.delete_namespace()
-        backend.close()
+        delete_app_data(self.app)
+        self.counter.delete(self.counter_key)
+        self.counter.close()
 
 
 @pytest.fixture

@@ -19,25 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from conformance.harness import broker_url, result_url, unavailable, with_namespace
+from conformance.harness import broker_url, delete_app_data, require, result_url, with_namespace
 from simq.exceptions import ConfigurationError
 from simq.production import WorkerProcess, load_app, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _need(name: str) -> None:
-    why = unavailable(name)
-    if why is None:
-        return
-    if os.environ.get("SIMQ_REQUIRE_BROKERS") == "1":
-        pytest.fail(f"SIMQ_REQUIRE_BROKERS=1 but {name} is unavailable: {why}")
-    pytest.skip(f"{name} unavailable: {why}")
-
-
 @pytest.fixture(params=["amqp", "redis"])
 def urls(request):
-    _need(request.param)
+    require(request.param)
     namespace = f"p{uuid.uuid4().hex[:12]}"
     broker = with_namespace(broker_url(request.param), namespace)
     if request.param == "redis":
@@ -89,28 +80,7 @@ def project(tmp_path, urls):
             else:
                 os.environ[k] = v
         sys.path.remove(str(tmp_path))
-        _cleanup(app)
-
-
-def _cleanup(app):
-    if app._pool is not None:
-        app._pool.close()
-    try:
-        conn = app.connection()
-    except Exception:
-        return
-    try:
-        if hasattr(conn, "delete_namespace"):
-            conn.delete_namespace()
-        else:
-            for q in list(app.router.queues):
-                conn.delete_queue(q)
-    finally:
-        conn.close()
-    backend = app._backend
-    if backend is not None:
-        backend.delete_namespace()
-        backend.close()
+        delete_app_data(app)
 
 
 class _Project:

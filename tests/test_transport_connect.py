@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import uuid
 
 import pytest
 
-from conformance.harness import broker_url, unavailable, with_namespace
+from conformance.harness import broker_url, require, with_namespace
 from simq import App, Queue
 from simq.exceptions import BrokerUnavailable, ConfigurationError, TransportNotFound
 from simq.transport import Transport, load_transport
-
-
-def _need(name: str) -> None:
-    why = unavailable(name)
-    if why is None:
-        return
-    if os.environ.get("SIMQ_REQUIRE_BROKERS") == "1":
-        pytest.fail(f"SIMQ_REQUIRE_BROKERS=1 but {name} is unavailable: {why}")
-    pytest.skip(f"{name} unavailable: {why}")
 
 
 @pytest.fixture
@@ -94,7 +84,7 @@ def test_connect_timeout_bounds_a_server_that_never_answers(scheme, silent_serve
 
 
 def test_with_app_connection_reuses_one_connection():
-    _need("redis")
+    require("redis")
     ns = uuid.uuid4().hex[:12]
     app = App("t", broker=with_namespace(broker_url("redis"), ns))
 
@@ -130,7 +120,7 @@ def test_registered_transport_whose_extra_is_missing_says_which_pip_install(monk
 
 
 def test_conflicting_queue_arguments_on_rabbitmq_name_queue_and_both_argument_sets():
-    _need("amqp")
+    require("amqp")
     ns = uuid.uuid4().hex[:12]
     url = with_namespace(broker_url("amqp"), ns)
     factory = load_transport(url)
@@ -148,7 +138,7 @@ def test_conflicting_queue_arguments_on_rabbitmq_name_queue_and_both_argument_se
 
 @pytest.mark.parametrize("name", ["amqp", "redis"])
 def test_each_transport_declares_its_capabilities(name):
-    _need(name)
+    require(name)
     factory = load_transport(broker_url(name))
     conn = factory(broker_url(name), connect_timeout=2)
     try:
@@ -163,7 +153,7 @@ def test_each_transport_declares_its_capabilities(name):
 
 
 def test_redis_result_backend_chord_counter_is_atomic_across_threads():
-    _need("redis")
+    require("redis")
     ns = uuid.uuid4().hex[:12]
     app = App("t", backend=with_namespace("redis://127.0.0.1:6379/0", ns))
     backend = app.backend
@@ -182,7 +172,7 @@ def test_redis_result_backend_chord_counter_is_atomic_across_threads():
 
 
 def test_redis_result_backend_wakes_a_waiter_without_polling():
-    _need("redis")
+    require("redis")
     ns = uuid.uuid4().hex[:12]
     app = App("t", backend=with_namespace("redis://127.0.0.1:6379/0", ns))
     backend = app.backend
