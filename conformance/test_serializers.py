@@ -105,6 +105,14 @@ def test_unserialisable_argument_is_named_with_its_type(backend):
         probe.apply_async(args=[[1, Widget()]])
 
 
+@pytest.mark.parametrize("serializer", ["json", "msgpack"])  # pickle and yaml carry cycles
+def test_circular_argument_is_named_not_a_recursion_error(backend, serializer):
+    app, probe = _app_with_probe(backend)
+    loop: dict = {"name": "loop"}
+    loop["self"] = loop
+    with pytest.raises(EncodeError, match=r"args\[0\]\['self'\] \(a circular reference"):
+        probe.apply_async(args=[loop], serializer=serializer)
+
 def test_unserialisable_result_fails_the_task_with_a_clear_error(backend):
     app = backend.app()
 

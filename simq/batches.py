@@ -200,7 +200,7 @@ class Batches(Task):
         for b in backends:
             b.mark_guard = guard
         app = self.app
-        self.push_request(requests[0].context())
+        self.push_request(requests[0])
         previous = app._enter_task(requests[0])
         error: BaseException | None = None
         trace = ""

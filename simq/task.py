@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from simq.worker import Request, Worker
 
 __all__ = ["Context", "Task"]
+
+
+class _HasContext(Protocol):
+    def context(self) -> Context: ...
 
 
 @attrs.define
@@ -94,7 +99,17 @@ class Task:
     _routing_options: ClassVar[dict[str, Any]]
 
     def __init__(self) -> None:
-        self._request_stack: list[Context] = []
+        # One request stack per thread: a threads-pool worker runs the same task
+        # object in several threads at once, and each must see its own request.
+        self._local = threading.local()
+
+    def _stack(self) -> list[Any]:
+        try:
+            return self._local.stack  # type: ignore[no-any-return]
+        except AttributeError:
+            stack: list[Any] = []
+            self._local.stack = stack
+            return stack
 
     # -- running --------------------------------------------------------------------
     def run(self, *args: Any, **kwargs: Any) -> Any:
@@ -102,23 +117,31 @@ class Task:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the body here and now, as a plain function call."""
-        if self._request_stack:
+        stack = self._stack()
+        if stack:
             return self.run(*args, **kwargs)
-        self._request_stack.append(Context(task=self.name, args=args, kwargs=kwargs))
+        stack.append(Context(task=self.name, args=args, kwargs=kwargs))
         try:
             return self.run(*args, **kwargs)
         finally:
-            self._request_stack.pop()
+            stack.pop()
 
     @property
     def request(self) -> Context:
-        return self._request_stack[-1] if self._request_stack else Context(task=self.name)
+        stack = self._stack()
+        if not stack:
+            return Context(task=self.name)
+        top = stack[-1]
+        if type(top) is not Context:  # a worker's Request: its Context is built on first read
+            top = stack[-1] = top.context()
+        return top  # type: ignore[no-any-return]
 
-    def push_request(self, context: Context) -> None:
-        self._request_stack.append(context)
+    def push_request(self, request: Context | _HasContext) -> None:
+        """Make ``request`` what ``self.request`` shows in this thread (a Context, or anything with ``.context()``)."""
+        self._stack().append(request)
 
     def pop_request(self) -> None:
-        self._request_stack.pop()
+        self._stack().pop()
 
     # -- sending -------------------------------------------------------------------
     def delay(self, *args: Any, **kwargs: Any) -> AsyncResult:

@@ -7,12 +7,13 @@ simulation steps it (``step``); production loops it (``run``).
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import traceback as tb_module
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -44,7 +45,6 @@ class Request:
     task: Task
     hostname: str
     acked: bool = False
-    timer: Timer | None = None
 
     @property
     def id(self) -> str:
@@ -148,7 +148,7 @@ class Worker:
     fault: Callable[[Worker, str, Request], None] | None = None
     stats: WorkerStats = attrs.field(factory=WorkerStats, init=False)
     _ready: deque[Request] = attrs.field(factory=deque, init=False)
-    _held: dict[int, Request] = attrs.field(factory=dict, init=False)
+    _held: dict[int, Request] = attrs.field(factory=dict, init=False)  # by hold sequence number
     _consuming: list[str] = attrs.field(factory=list, init=False)
     _accept: frozenset[str] = attrs.field(default=frozenset(), init=False)
     _max_size: int | None = attrs.field(default=None, init=False)
@@ -157,10 +157,16 @@ class Worker:
     _acks_late_default: bool = attrs.field(default=False, init=False)
     _ignore_result_default: bool = attrs.field(default=False, init=False)
     _track_started: bool = attrs.field(default=False, init=False)
-    _release_bound: Callable[[Request], None] = attrs.field(init=False)
+    # Held eta requests: ``_held`` maps a hold sequence number to the request, and a
+    # heap of (eta, seq) orders them, with one clock timer armed for the earliest. The
+    # heap entries hold only numbers, so the garbage collector stops tracking them:
+    # a million held messages cost a million small tuples, not a million timers.
+    _eta_heap: list[tuple[float, int]] = attrs.field(factory=list, init=False)
+    _eta_seq: Iterator[int] = attrs.field(factory=itertools.count, init=False)
+    _eta_timer: Timer | None = attrs.field(default=None, init=False)
+    _in_poll: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
-        self._release_bound = self._release
         if self.backend is None:
             self.backend = self.app.backend
         if self.prefetch_multiplier is None:
@@ -213,9 +219,8 @@ class Worker:
             self.step()
         for task in self.app.tasks.values():
             task.on_worker_shutdown(self)
+        self._drop_eta_timer()
         for request in list(self._held.values()):
-            if request.timer is not None:
-                request.timer.cancel()
             self.transport.reject(request.delivery, requeue=True, reason="worker shutdown")
         self._held.clear()
         self.transport.close()
@@ -224,9 +229,7 @@ class Worker:
     def crash(self) -> None:
         """Die without cleaning up: the broker takes back every unacknowledged delivery."""
         self._stopping = True
-        for request in self._held.values():
-            if request.timer is not None:
-                request.timer.cancel()
+        self._drop_eta_timer()
         self._held.clear()
         self._ready.clear()
         self.transport.close()
@@ -236,8 +239,16 @@ class Worker:
     def poll(self, timeout: float | None = 0) -> int:
         """Take what the broker delivered (waiting at most ``timeout``); return how many."""
         deliveries = self.transport.drain_events(timeout)
-        for delivery in deliveries:
-            self.on_delivery(delivery)
+        # Arm the eta timer once per batch, not once per held message: a batch whose
+        # etas arrive in falling order would otherwise re-arm (and leave a cancelled
+        # timer behind) for every message.
+        self._in_poll = True
+        try:
+            for delivery in deliveries:
+                self.on_delivery(delivery)
+        finally:
+            self._in_poll = False
+        self._arm_eta_timer()
         return len(deliveries)
 
     def on_delivery(self, delivery: Delivery) -> None:
@@ -275,18 +286,44 @@ class Worker:
         self.stats.received += 1
         eta = message.eta
         if eta is not None and eta > self.clock.now:
-            self._held[delivery.tag] = request
-            # partial over the worker's one bound _release: two small objects per held
-            # message instead of a closure's function and two cells
-            request.timer = self.clock.call_at(eta, partial(self._release_bound, request))
+            seq = next(self._eta_seq)
+            self._held[seq] = request
+            heapq.heappush(self._eta_heap, (eta, seq))
+            if not self._in_poll:
+                self._arm_eta_timer()
             self._emit("held", request)
             return
         self._ready.append(request)
 
-    def _release(self, request: Request) -> None:
-        if self._held.pop(request.delivery.tag, None) is not None:
-            request.timer = None
-            self._ready.append(request)
+    def _release_due(self) -> None:
+        """The eta timer fired: make every held request that is due ready, in (eta, arrival) order."""
+        self._eta_timer = None
+        heap = self._eta_heap
+        held = self._held
+        now = self.clock.now
+        while heap and heap[0][0] <= now:
+            request = held.pop(heapq.heappop(heap)[1], None)
+            if request is not None:
+                self._ready.append(request)
+        self._arm_eta_timer()
+
+    def _arm_eta_timer(self) -> None:
+        """Make sure the clock wakes the worker when its earliest held request is due."""
+        heap = self._eta_heap
+        if not heap:
+            return
+        timer = self._eta_timer
+        due = heap[0][0]
+        if timer is None or due < timer.when:
+            if timer is not None:
+                timer.cancel()
+            self._eta_timer = self.clock.call_at(due, self._release_due)
+
+    def _drop_eta_timer(self) -> None:
+        if self._eta_timer is not None:
+            self._eta_timer.cancel()
+            self._eta_timer = None
+        self._eta_heap.clear()
 
     def reject(self, delivery: Delivery, reason: str, detail: str) -> None:
         """Refuse a delivery for good: dead-letter it, count it, log it once."""
@@ -369,7 +406,7 @@ class Worker:
             fault(self, "run", request)
         if self._track_started or task.track_started:
             backend.mark_as_started(message.id)
-        task.push_request(request.context())
+        task.push_request(request)  # its Context is built only if the task reads self.request
         app = self.app
         previous = app._enter_task(request)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from simq import App, states
 from simq.message import Envelope
 
@@ -89,3 +91,56 @@ def test_graceful_stop_requeues_held_eta_messages():
         assert sim.depth("celery") == 1
         sim.add_worker()
         assert r.get() == 3
+
+
+def test_held_eta_messages_run_in_eta_order_then_arrival_order_on_one_clock_timer():
+    app = App("w", worker_prefetch_multiplier=0)
+    ran = []
+
+    @app.task(name="mark")
+    def mark(label):
+        ran.append((label, time.time()))  # virtual time, as task bodies see it
+
+    with app.simulate(workers=1) as sim:
+        start = sim.clock.now
+        # Sent in falling eta order, with a tie at +20 s broken by arrival.
+        for label, countdown in [("c", 30), ("b1", 20), ("b2", 20), ("a", 10)]:
+            mark.apply_async((label,), countdown=countdown)
+        sim.broker.dispatch()
+        sim.worker_list[0].poll(0)
+        assert sim.worker_list[0].held == 4
+        assert sim.clock.pending_timers() == 1  # the worker arms one timer, for its earliest eta
+        # A later arrival due sooner than everything held re-arms the timer earlier.
+        mark.apply_async(("first",), countdown=5)
+        sim.run_until_idle()
+    assert [(label, t - start) for label, t in ran] == [("first", 5), ("a", 10), ("b1", 20), ("b2", 20), ("c", 30)]
+
+
+def test_each_thread_sees_its_own_request_in_a_shared_task():
+    """A threads-pool worker runs one task object in several threads; self.request must not leak between them."""
+    import threading
+
+    from simq.task import Context
+
+    app = App("w")
+
+    @app.task(bind=True, name="who")
+    def who(self):
+        return self.request.id
+
+    both_pushed, both_read = threading.Barrier(2), threading.Barrier(2)
+    seen = {}
+
+    def run(task_id):
+        who.push_request(Context(id=task_id, task="who"))
+        both_pushed.wait()  # both threads have pushed before either reads,
+        seen[task_id] = who.request.id
+        both_read.wait()  # and both have read before either pops
+        who.pop_request()
+
+    threads = [threading.Thread(target=run, args=(f"id-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"id-0": "id-0", "id-1": "id-1"}

@@ -182,7 +182,12 @@ class Simulation:
         self.broker.dispatch()
         if self._injector is not None and self._injector.between_steps():
             self.broker.dispatch()
-        busy = [w for w in self.worker_list if not w._stopping and w.has_work()]
+        workers = self.worker_list
+        if len(workers) == 1:  # one worker: no list to build, no choice to make (and no rng draw)
+            only = workers[0]
+            busy = [only] if not only._stopping and only.has_work() else None
+        else:
+            busy = [w for w in workers if not w._stopping and w.has_work()]
         if busy:
             worker = busy[0] if len(busy) == 1 else busy[self.rng.randrange(len(busy))]
             if self._injector is None:
