@@ -30,7 +30,8 @@ def _config_error(text: str) -> Exception:
 
 
 def _check_priority(_inst: object, _attr: object, value: int | None) -> None:
-    validate_priority(value)
+    if value is not None and (type(value) is not int or not 0 <= value <= 9):
+        validate_priority(value)  # raises, naming the value
 
 
 @attrs.frozen(slots=True)

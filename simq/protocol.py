@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from simq.exceptions import EncodeError, MessageRejected, SerializationError
@@ -26,6 +27,9 @@ _OPTIONAL_HEADERS = ("eta", "expires", "root_id", "parent_id", "group", "group_i
 _PROTOCOL_HEADERS = frozenset(("simq", "task", "id", "retries", *_OPTIONAL_HEADERS))
 _SEQUENCES = (list, tuple)
 _BYTES = (bytes, bytearray)
+# One shared, read-only empty mapping for the empty embed and user headers of a
+# decoded message: a million held messages need not hold two million empty dicts.
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
 
 
 def encode(message: TaskMessage, serializers: SerializerRegistry, serializer: str) -> Envelope:
@@ -172,7 +176,7 @@ def decode(
             parent_id=parent_id,
             group=group,
             group_index=group_index,
-            embed=embed,
+            embed=embed or _NOTHING,
             headers=_user_headers(headers),
         )
     except (TypeError, ValueError) as exc:
@@ -182,7 +186,7 @@ def decode(
 def _user_headers(headers: Mapping[str, Any]) -> Mapping[str, Any]:
     """The headers the sender added, without simq's own."""
     if len(headers) <= len(_PROTOCOL_HEADERS) and headers.keys() <= _PROTOCOL_HEADERS:
-        return {}
+        return _NOTHING
     return {key: value for key, value in headers.items() if key not in _PROTOCOL_HEADERS}
 
 

@@ -148,7 +148,11 @@ class Worker:
     fault: Callable[[Worker, str, Request], None] | None = None
     stats: WorkerStats = attrs.field(factory=WorkerStats, init=False)
     _ready: deque[Request] = attrs.field(factory=deque, init=False)
-    _held: dict[int, Request] = attrs.field(factory=dict, init=False)  # by hold sequence number
+    # Held eta messages by hold sequence number: the delivery and its decoded message
+    # in two dicts, with no Request object until it is due (one object fewer for the
+    # garbage collector to walk per held message).
+    _held: dict[int, Delivery] = attrs.field(factory=dict, init=False)
+    _held_messages: dict[int, TaskMessage] = attrs.field(factory=dict, init=False)
     _consuming: list[str] = attrs.field(factory=list, init=False)
     _accept: frozenset[str] = attrs.field(default=frozenset(), init=False)
     _max_size: int | None = attrs.field(default=None, init=False)
@@ -157,8 +161,7 @@ class Worker:
     _acks_late_default: bool = attrs.field(default=False, init=False)
     _ignore_result_default: bool = attrs.field(default=False, init=False)
     _track_started: bool = attrs.field(default=False, init=False)
-    # Held eta requests: ``_held`` maps a hold sequence number to the request, and a
-    # heap of (eta, seq) orders them, with one clock timer armed for the earliest. The
+    # A heap of (eta, seq) orders the held messages, with one clock timer armed for the earliest. The
     # heap entries hold only numbers, so the garbage collector stops tracking them:
     # a million held messages cost a million small tuples, not a million timers.
     _eta_heap: list[tuple[float, int]] = attrs.field(factory=list, init=False)
@@ -220,9 +223,10 @@ class Worker:
         for task in self.app.tasks.values():
             task.on_worker_shutdown(self)
         self._drop_eta_timer()
-        for request in list(self._held.values()):
-            self.transport.reject(request.delivery, requeue=True, reason="worker shutdown")
+        for delivery in list(self._held.values()):
+            self.transport.reject(delivery, requeue=True, reason="worker shutdown")
         self._held.clear()
+        self._held_messages.clear()
         self.transport.close()
         self._emit("worker-stop")
 
@@ -231,6 +235,7 @@ class Worker:
         self._stopping = True
         self._drop_eta_timer()
         self._held.clear()
+        self._held_messages.clear()
         self._ready.clear()
         self.transport.close()
         self._emit("worker-crash")
@@ -282,29 +287,34 @@ class Worker:
                 f"registered on {self.hostname}; import the module that defines it in the worker",
             )
             return
-        request = Request(message, delivery, task, self.hostname)
         self.stats.received += 1
         eta = message.eta
         if eta is not None and eta > self.clock.now:
             seq = next(self._eta_seq)
-            self._held[seq] = request
+            self._held[seq] = delivery
+            self._held_messages[seq] = message
             heapq.heappush(self._eta_heap, (eta, seq))
             if not self._in_poll:
                 self._arm_eta_timer()
-            self._emit("held", request)
+            if self.emit is not None:
+                self._emit("held", Request(message, delivery, task, self.hostname))
             return
-        self._ready.append(request)
+        self._ready.append(Request(message, delivery, task, self.hostname))
 
     def _release_due(self) -> None:
         """The eta timer fired: make every held request that is due ready, in (eta, arrival) order."""
         self._eta_timer = None
         heap = self._eta_heap
         held = self._held
+        messages = self._held_messages
+        tasks = self.app.tasks
         now = self.clock.now
         while heap and heap[0][0] <= now:
-            request = held.pop(heapq.heappop(heap)[1], None)
-            if request is not None:
-                self._ready.append(request)
+            seq = heapq.heappop(heap)[1]
+            delivery = held.pop(seq, None)
+            if delivery is not None:
+                message = messages.pop(seq)
+                self._ready.append(Request(message, delivery, tasks[message.task], self.hostname))
         self._arm_eta_timer()
 
     def _arm_eta_timer(self) -> None:
@@ -344,6 +354,11 @@ class Worker:
     @property
     def held(self) -> int:
         return len(self._held)
+
+    @property
+    def held_deliveries(self) -> list[Delivery]:
+        """The deliveries held until their eta, in the order they arrived."""
+        return list(self._held.values())
 
     @property
     def ready(self) -> int:
@@ -406,7 +421,8 @@ class Worker:
             fault(self, "run", request)
         if self._track_started or task.track_started:
             backend.mark_as_started(message.id)
-        task.push_request(request)  # its Context is built only if the task reads self.request
+        requests = task._stack()  # what self.request reads, in this thread
+        requests.append(request)  # its Context is built only if the task reads self.request
         app = self.app
         previous = app._enter_task(request)
         try:
@@ -425,7 +441,7 @@ class Worker:
             self._on_success(request, retval)
         finally:
             app._leave_task(previous)
-            task.pop_request()
+            requests.pop()
         # Not in ``finally``: a worker that dies (BaseException) must not acknowledge.
         if fault is not None:
             fault(self, "done", request)

@@ -54,37 +54,57 @@ class DeadLetter:
     reason: str
 
 
-# What sits in a queue: envelope, exchange, routing key, redelivered.
-_Item = tuple[Envelope, str, str, bool]
+# How a message sits in a queue: its envelope, and beside it (exchange, routing
+# key, redelivered). The two are kept in parallel deques so that the second,
+# holding only strings and a bool, is left alone by the garbage collector: a
+# million queued messages cost a million tracked objects, not two million.
+_Route = tuple[str, str, bool]
 
 
 @attrs.define(eq=False)
 class _MemoryQueue:
     queue: Queue
-    levels: list[deque[_Item]] = attrs.field(factory=lambda: [deque() for _ in range(LOWEST + 1)])
+    envelopes: list[deque[Envelope]] = attrs.field(factory=lambda: [deque() for _ in range(LOWEST + 1)])
+    routes: list[deque[_Route]] = attrs.field(factory=lambda: [deque() for _ in range(LOWEST + 1)])
     consumers: list[_Consumer] = attrs.field(factory=list)
     size: int = 0
     stats: QueueStats = attrs.field(factory=QueueStats)
+    _top: int = 0  # no level above this one holds a message
 
-    def put(self, item: _Item, front: bool = False) -> None:
-        priority = item[0].priority
-        level = self.levels[LOWEST if priority is None else priority]
+    def put(self, envelope: Envelope, route: _Route, front: bool = False) -> None:
+        priority = envelope.priority
+        level = LOWEST if priority is None else priority
+        if level < self._top:
+            self._top = level
         if front:
-            level.appendleft(item)
+            self.envelopes[level].appendleft(envelope)
+            self.routes[level].appendleft(route)
         else:
-            level.append(item)
+            self.envelopes[level].append(envelope)
+            self.routes[level].append(route)
         self.size += 1
 
-    def get(self) -> _Item:
-        for level in self.levels:
-            if level:
+    def get(self) -> tuple[Envelope, _Route]:
+        envelopes = self.envelopes
+        level = self._top
+        while level <= LOWEST:
+            if envelopes[level]:
+                self._top = level
                 self.size -= 1
-                return level.popleft()
+                return envelopes[level].popleft(), self.routes[level].popleft()
+            level += 1
+        self._top = LOWEST
         raise IndexError("empty queue")
+
+    def waiting(self) -> list[Envelope]:
+        """The envelopes in this queue, in the order they would be delivered."""
+        return [envelope for level in self.envelopes for envelope in level]
 
     def purge(self) -> int:
         count = self.size
-        for level in self.levels:
+        for level in self.envelopes:
+            level.clear()
+        for level in self.routes:
             level.clear()
         self.size = 0
         return count
@@ -109,6 +129,8 @@ class MemoryBroker:
     _tags: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _consumer_ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _pending: int = attrs.field(default=0, init=False)
+    # (exchange, routing key) -> target queues; emptied whenever a declaration changes the tables
+    _route_cache: dict[tuple[str, str], list[str]] = attrs.field(factory=dict, init=False)
     on_event: Callable[[str, str, Envelope], None] | None = None
 
     # -- declaration -------------------------------------------------------
@@ -121,10 +143,12 @@ class MemoryBroker:
         if existing is None:
             self.exchanges[exchange.name] = exchange
             self._bindings[exchange.name] = []
+            self._route_cache.clear()
 
     def declare_queue(self, queue: Queue) -> None:
         if queue.name not in self._queues:
             self._queues[queue.name] = _MemoryQueue(queue)
+            self._route_cache.clear()
         for binding in queue.all_bindings:
             if binding.exchange.name == "":
                 continue
@@ -133,6 +157,7 @@ class MemoryBroker:
             table = self._bindings[binding.exchange.name]
             if pair not in table:
                 table.append(pair)
+                self._route_cache.clear()
 
     def has_queue(self, name: str) -> bool:
         return name in self._queues
@@ -143,6 +168,13 @@ class MemoryBroker:
     # -- publishing ------------------------------------------------------------
     def route(self, exchange: str, routing_key: str) -> list[str]:
         """Names of the queues ``exchange`` routes ``routing_key`` to, without duplicates."""
+        key = (exchange, routing_key)
+        targets = self._route_cache.get(key)
+        if targets is None:
+            targets = self._route_cache[key] = self._match(exchange, routing_key)
+        return list(targets)
+
+    def _match(self, exchange: str, routing_key: str) -> list[str]:
         if exchange == "":
             return [routing_key] if routing_key in self._queues else []
         ex = self.exchanges.get(exchange)
@@ -164,7 +196,7 @@ class MemoryBroker:
         mandatory: bool = False,
         immediate: bool = False,
     ) -> list[str]:
-        targets = self.route(exchange, routing_key)
+        targets = self._route_cache.get((exchange, routing_key)) or self.route(exchange, routing_key)
         if not targets:
             if mandatory or immediate:
                 raise Unroutable(
@@ -179,12 +211,13 @@ class MemoryBroker:
                 f"no consumer can take a message for {routing_key!r} now (immediate=True): "
                 f"queues {targets} have no consumer with free prefetch"
             )
+        route = (exchange, routing_key, False)
         for name in targets:
             mq = self._queues[name]
-            mq.put((envelope, exchange, routing_key, False))
+            mq.put(envelope, route)
             mq.stats.published += 1
         self._pending += len(targets)
-        return targets
+        return list(targets)  # a copy: the cached list stays the broker's
 
     def _can_take_now(self, name: str) -> bool:
         mq = self._queues[name]
@@ -211,7 +244,7 @@ class MemoryBroker:
                     if not ready:
                         break
                     consumer = ready[0] if len(ready) == 1 else ready[rng.randrange(len(ready))]
-                envelope, exchange, key, redelivered = mq.get()
+                envelope, (exchange, key, redelivered) = mq.get()
                 self._pending -= 1
                 delivery = Delivery(
                     envelope, next(self._tags), mq.queue.name, exchange, key, redelivered, consumer.tag
@@ -245,7 +278,7 @@ class MemoryBroker:
         mq.stats.rejected += 1
         if requeue:
             mq.stats.requeued += 1
-            mq.put((delivery.envelope, delivery.exchange, delivery.routing_key, True), front=True)
+            mq.put(delivery.envelope, (delivery.exchange, delivery.routing_key, True), front=True)
             self._pending += 1
             return
         self._dead_letter(mq, delivery, reason or "rejected")

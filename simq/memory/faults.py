@@ -277,10 +277,9 @@ class FaultInjector:
             mq = broker._queues[name]
             if mq.queue.durable:
                 continue
-            for level in mq.levels:
-                for envelope, *_ in level:
-                    headers = envelope.headers
-                    lost.append(str(headers.get("id", "")) if hasattr(headers, "get") else "")
+            for envelope in mq.waiting():
+                headers = envelope.headers
+                lost.append(str(headers.get("id", "")) if hasattr(headers, "get") else "")
             broker.purge(name)
         return tuple(lost)
 

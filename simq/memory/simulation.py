@@ -173,7 +173,7 @@ class Simulation:
     def new_id(self) -> str:
         """A version-4 UUID string from the seeded rng (what ``str(uuid.UUID(int=..., version=4))`` gives)."""
         n = (self.rng.getrandbits(128) & _UUID_CLEAR) | _UUID_SET
-        h = f"{n:032x}"
+        h = n.to_bytes(16, "big").hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
     # -- stepping ------------------------------------------------------------------------
@@ -228,12 +228,14 @@ class Simulation:
         steps = 0
         self._running += 1
         try:
+            step, jump, max_steps = self.step, self.clock.jump_to_next, self.max_steps
             while True:
-                if self.step():
+                if step():
                     steps += 1
-                    self._check_steps(steps)
+                    if steps > max_steps:
+                        self._check_steps(steps)
                     continue
-                if not self._jump():
+                if not jump():
                     return steps
         finally:
             self._running -= 1
