@@ -262,6 +262,20 @@ def test_publish_consume_ack_round_trip(backend):
         conn.close()
 
 
+def test_publish_many_delivers_every_message_in_order(backend):
+    app = backend.app(queues=["celery"])
+    conn = app.connection()
+    try:
+        conn.declare_queue(Queue("raw"))
+        conn.publish_many([(_envelope(str(i)), "raw", "raw") for i in range(50)])
+        got = _take(conn, "raw", 50)
+        assert [d.envelope.body for d in got] == [str(i).encode() for i in range(50)]
+        for d in got:
+            conn.ack(d)
+    finally:
+        conn.close()
+
+
 def test_prefetch_limits_unacked_deliveries(backend):
     app = backend.app(queues=["celery"])
     conn = app.connection()

@@ -452,7 +452,18 @@ class Worker:
         task = request.task
         message = request.message
         ignore = task.ignore_result if task.ignore_result is not None else self._ignore_result_default
-        if not ignore or message.embed:
+        if message.embed:
+            # A canvas task: its result and what follows it (a chord part's count,
+            # the next link) may share round trips; all is written before the ack.
+            with self.backend.deferred_writes():  # type: ignore[union-attr]
+                self._succeeded(request, retval, store=True)
+        else:
+            self._succeeded(request, retval, store=not ignore)
+
+    def _succeeded(self, request: Request, retval: Any, *, store: bool) -> None:
+        task = request.task
+        message = request.message
+        if store:
             try:
                 self.backend.store_result(message.id, retval, states.SUCCESS, name=message.task)  # type: ignore[union-attr]
             except Exception as exc:  # noqa: BLE001 - e.g. a result the serializer refuses

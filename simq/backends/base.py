@@ -10,8 +10,9 @@ cross a real backend fails in the simulator too. Exceptions are stored as
 from __future__ import annotations
 
 import builtins
+import contextlib
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -101,6 +102,10 @@ class Backend:
     def _set(self, key: str, value: bytes) -> None:
         raise NotImplementedError
 
+    def _get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``_get`` for each key, in order; backends on a network override it with one round trip."""
+        return [self._get(key) for key in keys]
+
     def _incr(self, key: str, by: int = 1) -> int:
         raise NotImplementedError
 
@@ -160,6 +165,13 @@ class Backend:
             tuple(children) if children else (),
         )
 
+    def get_many(self, task_ids: Sequence[str]) -> list[ResultMeta]:
+        """``get_meta`` for each id, in order (a chord's header, read at once)."""
+        return [
+            ResultMeta(task_id) if raw is None else self._decode(task_id, raw)
+            for task_id, raw in zip(task_ids, self._get_many(task_ids), strict=True)
+        ]
+
     def get_meta(self, task_id: str) -> ResultMeta:
         raw = self._get(task_id)
         if raw is None:
@@ -212,3 +224,24 @@ class Backend:
     def incr(self, key: str, by: int = 1) -> int:
         """Atomically add ``by`` to the counter ``key``; return the new value."""
         return self._incr(key, by)
+
+    @contextlib.contextmanager
+    def deferred_writes(self) -> Iterator[None]:
+        """Inside, writes may travel with the next read (one round trip for both); all are done on exit.
+
+        Order is kept: a write is never overtaken by a later read or write. The
+        worker wraps a canvas task's result and what follows it (a chord
+        part's count) in this. Backends in memory write at once.
+        """
+        yield
+
+    def count_part(self, counter: str, part: str) -> int | None:
+        """Count ``part`` once towards ``counter``: the new count, or None if ``part`` was counted before.
+
+        A redelivered chord part reports twice; the per-part marker makes the
+        second report a no-op. Backends on a network override this to do both
+        steps in one round trip.
+        """
+        if self._incr(part, 1) != 1:
+            return None
+        return self._incr(counter, 1)

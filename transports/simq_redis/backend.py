@@ -5,13 +5,17 @@ stored with ``SET`` (expiring after ``result_expires`` seconds, one day by
 default); when a task reaches a ready state the backend also pushes a token to
 a per-task notify list, and ``result.get()`` blocks on that list with
 ``BLMOVE`` (which leaves the token in place for every other waiter), so
-waiting never sleep-polls. Chord counters are ``INCRBY``.
+waiting never sleep-polls. Chord counters are ``INCRBY``; a chord part is
+counted (its marker and the counter) by one Lua script, in one round trip.
+The record and its token are also written by one script.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -27,6 +31,27 @@ __all__ = ["RedisBackend", "redis_backend_factory"]
 
 DAY = 86_400
 
+# A ready record and its wake-up token in one command: Redis runs the script
+# atomically, so a woken waiter always finds the record.
+_STORE_READY = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('DEL', KEYS[2])
+redis.call('RPUSH', KEYS[2], '1')
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# A chord part counted once: KEYS[1] the part's marker, KEYS[2] the counter.
+# Returns the new count, or -1 when this part was counted before.
+_COUNT_PART = """
+local first = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if first ~= 1 then return -1 end
+local n = redis.call('INCR', KEYS[2])
+redis.call('EXPIRE', KEYS[2], ARGV[1])
+return n
+"""
+
 
 @attrs.define(eq=False)
 class RedisBackend(Backend):
@@ -38,6 +63,7 @@ class RedisBackend(Backend):
     _client: redis.Redis | None = attrs.field(default=None, init=False)
     _local: threading.local = attrs.field(factory=threading.local, init=False)
     prefix: str = attrs.field(default="simq-result:", init=False)
+    _scripts: dict[str, Any] = attrs.field(factory=dict, init=False)
 
     @property
     def client(self) -> redis.Redis:
@@ -46,6 +72,12 @@ class RedisBackend(Backend):
             namespace = query.get("namespace", "")
             self.prefix = f"simq-result:{namespace}:" if namespace else "simq-result:"
             self._client = client
+            self._scripts = {
+                "store_ready": client.register_script(_STORE_READY),
+                "count_part": client.register_script(_COUNT_PART),
+            }
+            for script in self._scripts.values():  # loaded now, so pipelines can use EVALSHA
+                self._call(client.script_load, script.script)
         return self._client
 
     def _key(self, key: str) -> str:
@@ -57,26 +89,85 @@ class RedisBackend(Backend):
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             raise BrokerUnavailable(f"lost the Redis result backend at {redact_url(self.url)}: {exc}") from exc
 
+    # -- deferred writes: queued, then sent with the next command that needs a reply --------
+    # An op is ("set", key, value) or ("script", name, keys, args).
+    @contextlib.contextmanager
+    def deferred_writes(self) -> Iterator[None]:
+        if getattr(self._local, "pending", None) is not None:
+            yield
+            return
+        self._local.pending = []
+        try:
+            yield
+        finally:
+            self._flush()
+            self._local.pending = None
+
+    def _write(self, op: tuple[Any, ...]) -> None:
+        """Send ``op`` now, or queue it while writes are deferred."""
+        pending = getattr(self._local, "pending", None)
+        if pending is not None:
+            pending.append(op)
+        else:
+            self._run([op])
+
+    def _flush(self, then: tuple[Any, ...] | None = None) -> Any:
+        """Send the queued writes, and ``then`` after them, in one round trip; return ``then``'s reply."""
+        ops = getattr(self._local, "pending", None) or []
+        if ops:
+            self._local.pending = []
+        if then is not None:
+            ops = [*ops, then]
+        if not ops:
+            return None
+        return self._run(ops)[-1]
+
+    def _run(self, ops: list[tuple[Any, ...]]) -> list[Any]:
+        """One pipeline for ``ops``. Scripts go as EVALSHA (loaded at connect); if Redis lost
+        them (a restart), they are loaded again and only the ops that found no script rerun."""
+        client = self.client
+        pipe = client.pipeline(transaction=False)
+        for op in ops:
+            if op[0] == "set":
+                pipe.set(op[1], op[2], ex=self.expires)
+            else:
+                script = self._scripts[op[1]]
+                pipe.evalsha(script.sha, len(op[2]), *op[2], *op[3])
+        replies = list(self._call(pipe.execute, raise_on_error=False))
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
+        if missing:
+            for script in self._scripts.values():
+                self._call(client.script_load, script.script)
+            rerun = self._run([ops[i] for i in missing])
+            for i, reply in zip(missing, rerun, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
     # -- storage hooks -----------------------------------------------------------------
     def _get(self, key: str) -> bytes | None:
+        self._flush()
         client = self.client
         value: bytes | None = self._call(client.get, self._key(key))
         return value
 
-    def _set(self, key: str, value: bytes) -> None:
+    def _get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        self._flush()
         client = self.client
+        out: list[bytes | None] = []
+        for start in range(0, len(keys), 1000):  # MGET in slices: one round trip per thousand
+            chunk = [self._key(key) for key in keys[start : start + 1000]]
+            out.extend(self._call(client.mget, chunk))
+        return out
+
+    def _set(self, key: str, value: bytes) -> None:
+        name = self._key(key)
         if not getattr(self._local, "ready", False):
-            self._call(client.set, self._key(key), value, ex=self.expires)
+            self._write(("set", name, value))
             return
-        # a ready record and its wake-up token travel in one round trip; Redis
-        # runs them in order, so a woken waiter always finds the record
-        notify = self._key(f"{key}:ready")
-        pipe = client.pipeline(transaction=False)
-        pipe.set(self._key(key), value, ex=self.expires)
-        pipe.delete(notify)
-        pipe.rpush(notify, b"1")
-        pipe.expire(notify, self.expires)
-        self._call(pipe.execute)
+        self._write(("script", "store_ready", [name, self._key(f"{key}:ready")], [value, self.expires]))
 
     def store_result(self, task_id: str, result: Any, state: str, *args: Any, **kwargs: Any) -> ResultMeta:
         self._local.ready = state in states.READY_STATES
@@ -86,6 +177,7 @@ class RedisBackend(Backend):
             self._local.ready = False
 
     def _incr(self, key: str, by: int = 1) -> int:
+        self._flush()
         name = self._key(f"counter:{key}")
         pipe = self.client.pipeline(transaction=True)
         pipe.incrby(name, by)
@@ -93,7 +185,14 @@ class RedisBackend(Backend):
         value, _ = self._call(pipe.execute)
         return int(value)
 
+    def count_part(self, counter: str, part: str) -> int | None:
+        keys = [self._key(f"counter:{part}"), self._key(f"counter:{counter}")]
+        # with the deferred result write ahead of it: one round trip for both
+        value = int(self._flush(then=("script", "count_part", keys, [self.expires])))
+        return None if value < 0 else value
+
     def _wait(self, key: str, timeout: float | None) -> bytes | None:
+        self._flush()
         notify = self._key(f"{key}:ready")
         client = self.client
         # BLMOVE source == destination rotates the list: it blocks while the
@@ -112,6 +211,7 @@ class RedisBackend(Backend):
                 self._call(client.delete, notify)
 
     def _delete(self, key: str) -> None:
+        self._flush()
         self._call(self.client.delete, self._key(key), self._key(f"{key}:ready"))
 
     def delete_namespace(self) -> int:

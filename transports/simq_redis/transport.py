@@ -188,6 +188,12 @@ class RedisTransport(Transport):
         self._tags = itertools.count(1)
         self._consumers: dict[str, str] = {}  # consumer tag -> queue
         self._unacked: dict[int, tuple[str, bytes]] = {}  # delivery tag -> (list key, payload)
+        # Acks go out on a connection of their own without waiting for Redis's
+        # reply (it is read later, before the next fetch): an ack is on the wire
+        # before ack() returns, and Redis runs it in order, but the worker does not
+        # wait a round trip per task for the answer "1".
+        self._ack_conn: Any = None
+        self._acks_unread = 0
         self._inbox: deque[Delivery] = deque()
         self._keys: list[str] = []
         self._key_queue: dict[str, tuple[str, int]] = {}
@@ -473,6 +479,8 @@ class RedisTransport(Transport):
                 time.sleep(timeout)
             return []
         try:
+            if self._acks_unread:
+                self._read_acks()
             if time.monotonic() - self._last_restore > self.consumer_ttl:
                 self.restore_orphans()
             capacity = self._capacity()
@@ -518,9 +526,25 @@ class RedisTransport(Transport):
         if self._unacked.pop(delivery.tag, None) is None:
             return
         try:
-            self.client.hdel(f"{self.prefix}u", f"{self.id}:{delivery.tag}")
+            if self._ack_conn is None:
+                pool = self.client.connection_pool
+                try:
+                    self._ack_conn = pool.get_connection()  # redis-py >= 5.3
+                except TypeError:
+                    self._ack_conn = pool.get_connection("HDEL")
+            self._ack_conn.send_command("HDEL", f"{self.prefix}u", f"{self.id}:{delivery.tag}")
+            self._acks_unread += 1
+            if self._acks_unread >= 1000:
+                self._read_acks()
         except _connection_errors() as exc:
             raise self._lost(exc) from exc
+
+    def _read_acks(self) -> None:
+        """Read the replies to the acks sent so far (each is the number of fields HDEL removed)."""
+        conn = self._ack_conn
+        while self._acks_unread:
+            self._acks_unread -= 1
+            conn.read_response()
 
     def reject(self, delivery: Delivery, requeue: bool = False, reason: str = "") -> None:
         held = self._unacked.pop(delivery.tag, None)
@@ -610,6 +634,8 @@ class RedisTransport(Transport):
         self._stop.set()
         self._inbox.clear()
         try:
+            if self._acks_unread:
+                self._read_acks()
             if self._unacked:
                 pipe = self.client.pipeline(transaction=True)
                 for tag in sorted(self._unacked, reverse=True):
@@ -626,6 +652,10 @@ class RedisTransport(Transport):
         finally:
             self._unacked.clear()
             self._consumers.clear()
+            if self._ack_conn is not None:
+                self._ack_conn.disconnect()
+                self._ack_conn = None
+                self._acks_unread = 0
             self.client.close()
 
 
