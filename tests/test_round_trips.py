@@ -152,3 +152,30 @@ def test_batched_publishing_holds_sends_until_the_block_ends_then_keeps_their_or
             conn.close()
     finally:
         delete_app_data(app)
+
+
+def test_a_result_write_does_not_wait_for_its_reply_yet_is_visible_at_once(rb, monkeypatch):
+    sent = round_trips(rb, monkeypatch)
+    for i in range(5):
+        rb.store_result(f"w{i}", i, states.SUCCESS)
+    assert sent == []  # written on this thread's own connection, replies not read yet
+    assert len(rb._local.unread) == 5
+    # Another client sees them at once: Redis ran them when they arrived.
+    other = App("rb2", backend=rb.url).backend
+    try:
+        assert [other.wait_for(f"w{i}", timeout=5).result for i in range(5)] == list(range(5))
+    finally:
+        other.close()
+    # This thread's next read first takes the replies, so it sees its own writes.
+    assert rb.get_meta("w4").result == 4
+    assert rb._local.unread == []
+
+
+def test_result_writes_survive_a_dead_connection(rb):
+    rb.store_result("x1", "first", states.SUCCESS)
+    rb._local.conn._sock.shutdown(2)  # the connection dies with a reply unread
+    assert rb.get_meta("x1").result == "first"  # the unread write is run again on a fresh connection
+    rb.store_result("x2", "second", states.SUCCESS)  # sent on a new connection
+    rb._local.conn._sock.shutdown(2)
+    rb.store_result("x3", "third", states.SUCCESS)  # cannot be sent: written while waiting instead
+    assert [rb.get_meta(k).result for k in ("x1", "x2", "x3")] == ["first", "second", "third"]

@@ -7,12 +7,17 @@ a per-task notify list, and ``result.get()`` blocks on that list with
 ``BLMOVE`` (which leaves the token in place for every other waiter), so
 waiting never sleep-polls. Chord counters are ``INCRBY``; a chord part is
 counted (its marker and the counter) by one Lua script, in one round trip.
-The record and its token are also written by one script.
+The record and its token are also written by one script, and the writer does
+not wait for Redis's "OK": the write is on the wire when ``store_result``
+returns, and the reply is read before that thread's next command (so a
+thread always reads its own writes). Inside ``deferred_writes()`` a canvas
+task's result and its chord count share one pipelined round trip.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -28,6 +33,8 @@ from simq.transport import redact_url
 from simq_redis.transport import connect_redis
 
 __all__ = ["RedisBackend", "redis_backend_factory"]
+
+log = logging.getLogger("simq.backends.redis")
 
 DAY = 86_400
 
@@ -104,15 +111,78 @@ class RedisBackend(Backend):
             self._local.pending = None
 
     def _write(self, op: tuple[Any, ...]) -> None:
-        """Send ``op`` now, or queue it while writes are deferred."""
+        """Queue ``op`` while writes are deferred; otherwise send it now without waiting for the reply."""
         pending = getattr(self._local, "pending", None)
         if pending is not None:
             pending.append(op)
         else:
-            self._run([op])
+            self._send(op)
+
+    # -- writes on the wire before the call returns, replies read before this thread's next command --
+    # A write is sent on this thread's own connection and its reply ("OK") read
+    # later: Redis runs it when the bytes arrive, a waiter wakes as before, and
+    # the worker does not wait one round trip per task. Every other command of
+    # this thread first reads the outstanding replies, so it observes its own
+    # writes; a lost script or connection makes the writes run again (they are
+    # idempotent: SET, and DEL+RPUSH of the one wake-up token).
+    def _send(self, op: tuple[Any, ...]) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            pool = self.client.connection_pool
+            try:
+                conn = pool.get_connection()  # redis-py >= 5.3
+            except TypeError:
+                conn = pool.get_connection("SET")
+            self._local.conn = conn
+            self._local.unread = []
+        try:
+            conn.send_command(*self._command(op))
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._drop_conn()
+            self._run([op])  # on a fresh connection, waiting; raises BrokerUnavailable if Redis is gone
+            return
+        unread = self._local.unread
+        unread.append(op)
+        if len(unread) >= 1000:
+            self._drain()
+
+    def _command(self, op: tuple[Any, ...]) -> tuple[Any, ...]:
+        if op[0] == "set":
+            return ("SET", op[1], op[2], "EX", self.expires)
+        return ("EVALSHA", self._scripts[op[1]].sha, len(op[2]), *op[2], *op[3])
+
+    def _drain(self) -> None:
+        """Read the replies of this thread's writes; run again the ones that did not happen."""
+        unread = getattr(self._local, "unread", None)
+        if not unread:
+            return
+        conn = self._local.conn
+        self._local.unread = []
+        again: list[tuple[Any, ...]] = []
+        for i, op in enumerate(unread):
+            try:
+                conn.read_response()
+            except redis.exceptions.NoScriptError:
+                again.append(op)  # Redis restarted and lost the script: load it, run the write again
+            except redis.ResponseError as exc:
+                log.error("Redis refused a result write to %s: %s", op[2][0] if op[0] == "script" else op[1], exc)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._drop_conn()
+                again.extend(unread[i:])  # unknown whether these ran: run them again
+                break
+        if again:
+            self._run(again)
+
+    def _drop_conn(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        self._local.unread = []
+        if conn is not None:
+            conn.disconnect()
 
     def _flush(self, then: tuple[Any, ...] | None = None) -> Any:
         """Send the queued writes, and ``then`` after them, in one round trip; return ``then``'s reply."""
+        self._drain()
         ops = getattr(self._local, "pending", None) or []
         if ops:
             self._local.pending = []
@@ -216,6 +286,7 @@ class RedisBackend(Backend):
 
     def delete_namespace(self) -> int:
         """Delete every result under this backend's namespace (tests)."""
+        self._drain()
         client = self.client
         if self.prefix == "simq-result:":
             raise ValueError("refusing to delete the default result namespace; give ?namespace=NAME")
@@ -225,6 +296,12 @@ class RedisBackend(Backend):
         return len(keys)
 
     def close(self) -> None:
+        if getattr(self._local, "unread", None):
+            try:
+                self._drain()
+            except BrokerUnavailable:
+                pass  # Redis is gone: what was written before is all it will get
+        self._drop_conn()
         if self._client is not None:
             self._client.close()
             self._client = None
