@@ -172,3 +172,39 @@ class TestErrbackForms:
         result = canvas.freeze()
         assert result.id == canvas.tasks[-1].id
         assert result.parent.id == canvas.tasks[0].id
+
+
+class _Died(BaseException):
+    """The worker process dying mid-task (not an exception a task raises)."""
+
+
+def test_a_worker_dying_between_the_last_count_and_the_body_still_gets_the_body_sent(monkeypatch):
+    app = App("chord_crash", task_acks_late=True)
+
+    @app.task(name="double")
+    def double(x):
+        return 2 * x
+
+    @app.task(name="total")
+    def total(values):
+        return sum(values)
+
+    collect = canvas_module._collect
+    calls = []
+
+    def dies_first_time(app_, spec):
+        calls.append(spec)
+        if len(calls) == 1:
+            raise _Died("killed after completing the count, before sending the body")
+        return collect(app_, spec)
+
+    monkeypatch.setattr(canvas_module, "_collect", dies_first_time)
+    with app.simulate(seed=3, workers=1) as sim:
+        result = chord([double.s(1), double.s(2), double.s(3)])(total.s())
+        with pytest.raises(_Died):
+            sim.run_until_idle()
+        sim.worker_list[0].crash()  # its unacknowledged last part goes back to the queue
+        sim.add_worker()
+        assert result.get() == 12  # the redelivered part found the count complete and no body sent
+    assert len(calls) == 2
+    assert sim.broker.stats("celery").published == 3 + 1 + 0  # the body went out once

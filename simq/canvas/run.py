@@ -290,18 +290,26 @@ def _chord_part_done(app: App, ctx: Mapping[str, Any], part_id: str) -> None:
     """One header part finished; the part that completes the count sends the body.
 
     A redelivered task (a worker died after finishing it) reports twice; the
-    per-part marker makes the second report a no-op, so the count never runs
-    ahead of the header.
+    per-part marker makes the second report count nothing, so the count never
+    runs ahead of the header. If the worker died between completing the count
+    and sending the body, the redelivered part finds the count complete and the
+    body not marked sent, and sends it (at least once, never zero times).
     """
-    cid = str(ctx["id"])
-    done = app.backend.count_part(f"{_chord_key(cid)}.done", f"{_chord_key(cid)}.part.{part_id}")
-    if done is None or done != int(ctx["size"]):
+    backend = app.backend
+    key = _chord_key(str(ctx["id"]))
+    size = int(ctx["size"])
+    done = backend.count_part(f"{key}.done", f"{key}.part.{part_id}")
+    if done is None:  # counted before: only a body that never went out is our business
+        if backend.incr(f"{key}.done", 0) != size or backend.incr(f"{key}.sent", 0):
+            return
+    elif done != size:
         return
-    record = _load(app, _chord_key(cid))
+    record = _load(app, key)
     values = _collect(app, record["spec"])
     body = from_dict(record["body"], app)
     with app.batched_publishing():
         _apply(app, body, (values,), {}, {}, list(record.get("cont") or []), record.get("ctx"))
+    backend.incr(f"{key}.sent")
 
 
 def _errback_is_inline(task: Task) -> bool:
