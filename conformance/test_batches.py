@@ -283,3 +283,27 @@ def test_batch_results_go_through_the_normal_path_links_fire(backend):
     with pytest.raises(ValueError, match="nope"):
         c.get(timeout=30)
     assert app.AsyncResult("errback-of-broken").get(timeout=30) == f"failed:{c.id}"
+
+
+def test_a_batch_task_in_a_chord_header_reports_each_request_to_the_chord(backend):
+    from simq import chord
+
+    app = batch_app(backend)
+    interval = 10 if backend.virtual else 1
+
+    @app.task(base=Batches, flush_every=3, flush_interval=interval)
+    def square(requests):
+        return [request.args[0] ** 2 for request in requests]  # the returned-list convenience
+
+    @app.task(base=Batches, flush_every=2, flush_interval=interval)
+    def cube(requests):
+        for request in requests:
+            app.backend.mark_as_done(request.id, request.args[0] ** 3)
+
+    @app.task
+    def total(values):
+        return values
+
+    # 7 requests: two full batches of 3 and one flushed by the interval
+    assert chord([square.s(i) for i in range(7)])(total.s()).get(timeout=30) == [i**2 for i in range(7)]
+    assert chord([cube.s(i) for i in range(5)])(total.s()).get(timeout=30) == [i**3 for i in range(5)]
