@@ -179,3 +179,32 @@ def test_result_writes_survive_a_dead_connection(rb):
     rb._local.conn._sock.shutdown(2)
     rb.store_result("x3", "third", states.SUCCESS)  # cannot be sent: written while waiting instead
     assert [rb.get_meta(k).result for k in ("x1", "x2", "x3")] == ["first", "second", "third"]
+
+
+def test_a_forked_child_writes_on_its_own_connection(rb, monkeypatch):
+    import os
+
+    rb.store_result("f0", "parent", states.SUCCESS)  # the parent now holds a connection with a reply unread
+    rb._local.conn._sock.settimeout(5)  # if the child stole the reply, the parent fails instead of hanging
+    pid = os.fork()
+    if pid == 0:  # the child: write and read through its own connection, then leave at once
+        code = 1
+        try:
+            rb.store_result("f1", "child", states.SUCCESS)
+            code = 0 if rb.get_meta("f1").result == "child" else 2
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung: it was reading replies meant for the parent's connection")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    # the parent's connection was left alone: its own reply is still there to read
+    dropped = []
+    monkeypatch.setattr(type(rb), "_drop_conn", lambda self: dropped.append(True))
+    assert rb.get_meta("f0").result == "parent"
+    assert dropped == []
+    assert rb.get_meta("f1").result == "child"

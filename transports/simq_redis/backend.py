@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -127,6 +128,10 @@ class RedisBackend(Backend):
     # idempotent: SET, and DEL+RPUSH of the one wake-up token).
     def _send(self, op: tuple[Any, ...]) -> None:
         conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(conn, "pid", None) != os.getpid():
+            # a forked child: the socket is the parent's; take a connection of our own
+            self._local.conn = conn = None
+            self._local.unread = []
         if conn is None:
             pool = self.client.connection_pool
             try:
@@ -157,6 +162,10 @@ class RedisBackend(Backend):
         if not unread:
             return
         conn = self._local.conn
+        if getattr(conn, "pid", None) != os.getpid():  # forked: those replies are the parent's to read
+            self._local.conn = None
+            self._local.unread = []
+            return
         self._local.unread = []
         again: list[tuple[Any, ...]] = []
         for i, op in enumerate(unread):

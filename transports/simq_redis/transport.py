@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 import uuid
@@ -526,6 +527,8 @@ class RedisTransport(Transport):
         if self._unacked.pop(delivery.tag, None) is None:
             return
         try:
+            if self._ack_conn is not None and getattr(self._ack_conn, "pid", None) != os.getpid():
+                self._ack_conn, self._acks_unread = None, 0  # forked: the socket is the parent's
             if self._ack_conn is None:
                 pool = self.client.connection_pool
                 try:
@@ -542,6 +545,9 @@ class RedisTransport(Transport):
     def _read_acks(self) -> None:
         """Read the replies to the acks sent so far (each is the number of fields HDEL removed)."""
         conn = self._ack_conn
+        if getattr(conn, "pid", None) != os.getpid():
+            self._ack_conn, self._acks_unread = None, 0  # forked: those replies are the parent's
+            return
         while self._acks_unread:
             self._acks_unread -= 1
             conn.read_response()
