@@ -511,16 +511,10 @@ class App:
         elif (batch := getattr(self._local, "batch", None)) is not None and not (mandatory or immediate):
             batch.append((envelope, route.exchange.name, route.routing_key))  # published by batched_publishing()
         else:
-            pool = self.pool
-            transport = pool.acquire(connect_timeout)
-            try:
+            with self.pool.connection(connect_timeout) as transport:
                 transport.publish(
                     envelope, route.exchange.name, route.routing_key, mandatory=mandatory, immediate=immediate
                 )
-            except BaseException:
-                pool.discard(transport)
-                raise
-            pool.release(transport)
         return AsyncResult(task_id, self)
 
     @contextlib.contextmanager
@@ -543,14 +537,8 @@ class App:
         finally:
             self._local.batch = None
             if batch:
-                pool = self.pool
-                transport = pool.acquire()
-                try:
+                with self.pool.connection() as transport:
                     transport.publish_many(batch)
-                except BaseException:
-                    pool.discard(transport)
-                    raise
-                pool.release(transport)
 
     def _route(self, name: str, task: Task | None, queue: Any, exchange: Any, routing_key: Any, args: Any, kwargs: Any) -> Route:
         router = self._router if self._router is not None else self.router

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import attrs
 
@@ -33,6 +34,17 @@ class ProducerPool:
                 self._free.append(transport)
                 return
         transport.close()
+
+    @contextlib.contextmanager
+    def connection(self, connect_timeout: float | None = None) -> Iterator[Transport]:
+        """A pooled connection for the block: released after it, discarded if the block raised."""
+        transport = self.acquire(connect_timeout)
+        try:
+            yield transport
+        except BaseException:
+            self.discard(transport)
+            raise
+        self.release(transport)
 
     def discard(self, transport: Transport) -> None:
         """Drop a connection that failed; the next acquire makes a fresh one."""

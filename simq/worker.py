@@ -222,20 +222,15 @@ class Worker:
             self.step()
         for task in self.app.tasks.values():
             task.on_worker_shutdown(self)
-        self._drop_eta_timer()
-        for delivery in list(self._held.values()):
+        for delivery in self._drop_held():
             self.transport.reject(delivery, requeue=True, reason="worker shutdown")
-        self._held.clear()
-        self._held_messages.clear()
         self.transport.close()
         self._emit("worker-stop")
 
     def crash(self) -> None:
         """Die without cleaning up: the broker takes back every unacknowledged delivery."""
         self._stopping = True
-        self._drop_eta_timer()
-        self._held.clear()
-        self._held_messages.clear()
+        self._drop_held()
         self._ready.clear()
         self.transport.close()
         self._emit("worker-crash")
@@ -329,11 +324,16 @@ class Worker:
                 timer.cancel()
             self._eta_timer = self.clock.call_at(due, self._release_due)
 
-    def _drop_eta_timer(self) -> None:
+    def _drop_held(self) -> list[Delivery]:
+        """Forget every held eta message and its timer; return their deliveries, in arrival order."""
         if self._eta_timer is not None:
             self._eta_timer.cancel()
             self._eta_timer = None
         self._eta_heap.clear()
+        deliveries = list(self._held.values())
+        self._held.clear()
+        self._held_messages.clear()
+        return deliveries
 
     def reject(self, delivery: Delivery, reason: str, detail: str) -> None:
         """Refuse a delivery for good: dead-letter it, count it, log it once."""

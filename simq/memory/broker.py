@@ -168,11 +168,15 @@ class MemoryBroker:
     # -- publishing ------------------------------------------------------------
     def route(self, exchange: str, routing_key: str) -> list[str]:
         """Names of the queues ``exchange`` routes ``routing_key`` to, without duplicates."""
+        return list(self._targets(exchange, routing_key))
+
+    def _targets(self, exchange: str, routing_key: str) -> list[str]:
+        """``route``'s answer, cached per (exchange, key): the broker's own list, not to be changed."""
         key = (exchange, routing_key)
         targets = self._route_cache.get(key)
         if targets is None:
             targets = self._route_cache[key] = self._match(exchange, routing_key)
-        return list(targets)
+        return targets
 
     def _match(self, exchange: str, routing_key: str) -> list[str]:
         if exchange == "":
@@ -196,7 +200,7 @@ class MemoryBroker:
         mandatory: bool = False,
         immediate: bool = False,
     ) -> list[str]:
-        targets = self._route_cache.get((exchange, routing_key)) or self.route(exchange, routing_key)
+        targets = self._targets(exchange, routing_key)
         if not targets:
             if mandatory or immediate:
                 raise Unroutable(
@@ -205,7 +209,7 @@ class MemoryBroker:
                 )
             if self.on_event is not None:
                 self.on_event("unroutable", routing_key, envelope)
-            return targets
+            return []
         if immediate and not any(self._can_take_now(name) for name in targets):
             raise NotDelivered(
                 f"no consumer can take a message for {routing_key!r} now (immediate=True): "

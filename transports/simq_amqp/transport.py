@@ -72,9 +72,6 @@ class _ReadAheadTCPTransport(amqp.transport.TCPTransport):
 
     def _read(self, n: int, initial: bool = False, _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
         rbuf = self._read_buffer
-        if len(rbuf) >= n:
-            result, self._read_buffer = rbuf[:n], rbuf[n:]
-            return result
         recv = self._quick_recv
         try:
             while len(rbuf) < n:
@@ -343,17 +340,20 @@ class AMQPTransport(Transport):
         immediate: bool = False,
     ) -> None:
         try:
-            self._ensure_declared(exchange, routing_key)
+            message, key = self._prepare(envelope, exchange, routing_key)
             if immediate:
                 self._check_immediate(exchange, routing_key)
-            key = self._name(routing_key) if exchange == "" else routing_key
-            message = self._message(envelope)
             if not (mandatory or immediate):
                 self._pub.basic_publish(message, self._name(exchange), key)
                 return
             self._publish_confirmed(message, exchange, key, routing_key)
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
+
+    def _prepare(self, envelope: Envelope, exchange: str, routing_key: str) -> tuple[amqp.Message, str]:
+        """Declare what publishing needs; return the message and the routing key RabbitMQ sees."""
+        self._ensure_declared(exchange, routing_key)
+        return self._message(envelope), (self._name(routing_key) if exchange == "" else routing_key)
 
     def _publish_confirmed(self, message: amqp.Message, exchange: str, key: str, routing_key: str) -> None:
         channel = self._confirm
@@ -400,14 +400,10 @@ class AMQPTransport(Transport):
     def publish_many(self, items: Sequence[tuple[Envelope, str, str]]) -> None:
         """Unconfirmed publishes, written to the socket together (declarations first, outside the batch)."""
         try:
-            prepared = []
-            for envelope, exchange, routing_key in items:
-                self._ensure_declared(exchange, routing_key)
-                key = self._name(routing_key) if exchange == "" else routing_key
-                prepared.append((self._message(envelope), self._name(exchange), key))
+            prepared = [(*self._prepare(envelope, exchange, key), self._name(exchange)) for envelope, exchange, key in items]
             corked = getattr(self.raw.transport, "corked", None)
             with corked() if corked is not None else contextlib.nullcontext():
-                for message, exchange, key in prepared:
+                for message, key, exchange in prepared:
                     self._pub.basic_publish(message, exchange, key)
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -31,7 +30,7 @@ from simq import states
 from simq.backends.base import Backend, ResultMeta
 from simq.exceptions import BrokerUnavailable
 from simq.transport import redact_url
-from simq_redis.transport import connect_redis
+from simq_redis.transport import connect_redis, dedicated_connection, owned
 
 __all__ = ["RedisBackend", "redis_backend_factory"]
 
@@ -128,17 +127,8 @@ class RedisBackend(Backend):
     # idempotent: SET, and DEL+RPUSH of the one wake-up token).
     def _send(self, op: tuple[Any, ...]) -> None:
         conn = getattr(self._local, "conn", None)
-        if conn is not None and getattr(conn, "pid", None) != os.getpid():
-            # a forked child: the socket is the parent's; take a connection of our own
-            self._local.conn = conn = None
-            self._local.unread = []
-        if conn is None:
-            pool = self.client.connection_pool
-            try:
-                conn = pool.get_connection()  # redis-py >= 5.3
-            except TypeError:
-                conn = pool.get_connection("SET")
-            self._local.conn = conn
+        if conn is None or not owned(conn):  # none yet, or the parent's after a fork
+            conn = self._local.conn = dedicated_connection(self.client)
             self._local.unread = []
         try:
             conn.send_command(*self._command(op))
@@ -162,7 +152,7 @@ class RedisBackend(Backend):
         if not unread:
             return
         conn = self._local.conn
-        if getattr(conn, "pid", None) != os.getpid():  # forked: those replies are the parent's to read
+        if not owned(conn):  # forked: those replies are the parent's to read
             self._local.conn = None
             self._local.unread = []
             return
@@ -207,11 +197,7 @@ class RedisBackend(Backend):
         client = self.client
         pipe = client.pipeline(transaction=False)
         for op in ops:
-            if op[0] == "set":
-                pipe.set(op[1], op[2], ex=self.expires)
-            else:
-                script = self._scripts[op[1]]
-                pipe.evalsha(script.sha, len(op[2]), *op[2], *op[3])
+            pipe.execute_command(*self._command(op))
         replies = list(self._call(pipe.execute, raise_on_error=False))
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)]
         if missing:

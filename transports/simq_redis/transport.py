@@ -527,14 +527,8 @@ class RedisTransport(Transport):
         if self._unacked.pop(delivery.tag, None) is None:
             return
         try:
-            if self._ack_conn is not None and getattr(self._ack_conn, "pid", None) != os.getpid():
-                self._ack_conn, self._acks_unread = None, 0  # forked: the socket is the parent's
-            if self._ack_conn is None:
-                pool = self.client.connection_pool
-                try:
-                    self._ack_conn = pool.get_connection()  # redis-py >= 5.3
-                except TypeError:
-                    self._ack_conn = pool.get_connection("HDEL")
+            if self._ack_conn is None or not owned(self._ack_conn):  # none yet, or the parent's after a fork
+                self._ack_conn, self._acks_unread = dedicated_connection(self.client), 0
             self._ack_conn.send_command("HDEL", f"{self.prefix}u", f"{self.id}:{delivery.tag}")
             self._acks_unread += 1
             if self._acks_unread >= 1000:
@@ -545,7 +539,7 @@ class RedisTransport(Transport):
     def _read_acks(self) -> None:
         """Read the replies to the acks sent so far (each is the number of fields HDEL removed)."""
         conn = self._ack_conn
-        if getattr(conn, "pid", None) != os.getpid():
+        if not owned(conn):
             self._ack_conn, self._acks_unread = None, 0  # forked: those replies are the parent's
             return
         while self._acks_unread:
@@ -663,6 +657,20 @@ class RedisTransport(Transport):
                 self._ack_conn = None
                 self._acks_unread = 0
             self.client.close()
+
+
+def owned(conn: Any) -> bool:
+    """Whether ``conn`` (a redis-py connection) was made by this process, not inherited through a fork."""
+    return getattr(conn, "pid", None) == os.getpid()
+
+
+def dedicated_connection(client: redis.Redis) -> Any:
+    """A connection of ``client``'s pool kept apart, for commands whose replies are read later."""
+    pool = client.connection_pool
+    try:
+        return pool.get_connection()  # redis-py >= 5.3
+    except TypeError:
+        return pool.get_connection("PING")
 
 
 def redis_transport_factory(url: str, *, connect_timeout: float | None = None, app: Any = None, **kw: Any) -> Transport:
