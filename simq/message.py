@@ -11,7 +11,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Delivery", "Envelope", "TaskMessage", "validate_priority"]
+__all__ = ["MALFORMED_CONTENT_TYPE", "MALFORMED_HEADER", "Delivery", "Envelope", "TaskMessage", "malformed_envelope", "validate_priority"]
 
 
 def validate_priority(priority: int | None) -> int | None:
@@ -48,6 +48,21 @@ class Envelope:
     headers: Mapping[str, Any]
     priority: int | None = attrs.field(default=None, validator=_check_priority)
     message_id: str | None = None
+
+
+#: What a transport hands the worker for bytes it could not even unpack into an envelope.
+MALFORMED_CONTENT_TYPE = "application/x-simq-malformed"
+MALFORMED_HEADER = "x-simq-malformed"
+
+
+def malformed_envelope(raw: bytes, reason: str, message_id: str | None = None) -> Envelope:
+    """An envelope standing for bytes a transport could not unpack (not msgpack, wrong shape, bad field).
+
+    The transport delivers it like any other message; ``protocol.decode``
+    refuses it as ``malformed`` with ``reason``, so the worker dead-letters,
+    counts and logs it through its one rejection path, and never crashes.
+    """
+    return Envelope(bytes(raw), MALFORMED_CONTENT_TYPE, "binary", {MALFORMED_HEADER: reason}, None, message_id)
 
 
 @attrs.frozen(slots=True)

@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from simq.exceptions import EncodeError, MessageRejected, SerializationError
-from simq.message import Delivery, Envelope, TaskMessage
+from simq.message import MALFORMED_CONTENT_TYPE, MALFORMED_HEADER, Delivery, Envelope, TaskMessage
 from simq.serialization import SerializerRegistry, find_unserializable
 
 if TYPE_CHECKING:
@@ -109,9 +109,11 @@ def decode(
             f"message {headers.get('id')!r}: body of {len(body)} bytes exceeds "
             f"worker_max_message_size={max_size}; send a reference (a URL, a key) instead of the data",
         )
+    content_type = envelope.content_type
+    if content_type == MALFORMED_CONTENT_TYPE:
+        raise MessageRejected("malformed", f"the transport could not unpack it: {headers.get(MALFORMED_HEADER)}")
     if signer is not None:
         signer.verify(envelope)
-    content_type = envelope.content_type
     if type(content_type) is not str:
         raise MessageRejected("malformed", f"content type must be a string, got {content_type!r}")
     get = headers.get

@@ -45,6 +45,7 @@ class Capabilities:
     fanout_exchange: Support = "native"
     dead_letter: Support = "native"
     redelivered_flag: Support = "native"
+    delayed_delivery: Support = "none"
     shared_between_processes: bool = False
     notes: tuple[str, ...] = ()
 
@@ -66,6 +67,10 @@ class Transport:
 
     scheme: str = ""
     capabilities: Capabilities = Capabilities()
+    #: The longest a consumer may keep a delivery unacknowledged before the broker takes it
+    #: back (RabbitMQ's ``consumer_timeout``), in seconds; None when there is no such limit.
+    #: The worker does not hold an eta message longer than this: it hands it to ``defer``.
+    max_hold: float | None = None
 
     def declare_exchange(self, exchange: Exchange) -> None:
         raise NotImplementedError
@@ -112,6 +117,18 @@ class Transport:
 
     def reject(self, delivery: Delivery, requeue: bool = False, reason: str = "") -> None:
         raise NotImplementedError
+
+    def defer(self, delivery: Delivery, eta: float) -> None:
+        """Give ``delivery`` back to the broker to be delivered again later, and settle this one.
+
+        For eta messages due after ``max_hold``: the broker keeps the message
+        (not this consumer), and delivers it again, to any consumer of its
+        queue, no later than ``eta`` (earlier is allowed: the worker checks the
+        eta again and holds or defers once more). The copy must be stored before
+        the original is acknowledged, so a crash in between duplicates, never loses.
+        Transports with ``max_hold = None`` need not implement it.
+        """
+        raise NotImplementedError(f"the {self.scheme or type(self).__name__} transport cannot defer deliveries")
 
     def queue_depth(self, queue: str) -> int:
         """Messages ready in ``queue`` (not counting unacknowledged ones)."""

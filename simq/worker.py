@@ -108,6 +108,7 @@ class WorkerStats:
     failed: int = 0
     retried: int = 0
     revoked: int = 0
+    deferred: int = 0
     acked: int = 0
     rejected: dict[str, int] = attrs.field(factory=dict)
 
@@ -285,6 +286,15 @@ class Worker:
         self.stats.received += 1
         eta = message.eta
         if eta is not None and eta > self.clock.now:
+            max_hold = self.transport.max_hold
+            if max_hold is not None and eta - self.clock.now > max_hold:
+                # Due after the broker would take the delivery back from us (RabbitMQ's
+                # consumer_timeout): the broker keeps it until nearer its time.
+                self.transport.defer(delivery, eta)
+                self.stats.deferred += 1
+                log.info("deferred %s[%s]: due in %.0f s, longer than this broker lets a consumer hold it (%.0f s)",
+                         message.task, message.id, eta - self.clock.now, max_hold)
+                return
             seq = next(self._eta_seq)
             self._held[seq] = delivery
             self._held_messages[seq] = message

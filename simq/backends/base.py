@@ -235,6 +235,14 @@ class Backend:
         """
         yield
 
+    def sync(self) -> None:
+        """Return once every write this thread sent is stored; raise ``BrokerUnavailable`` if one cannot be.
+
+        The worker calls it before acknowledging a late-ack task, so a task is
+        never acknowledged while its result could still be lost with a
+        connection. Backends that write synchronously have nothing to do.
+        """
+
     def count_part(self, counter: str, part: str) -> int | None:
         """Count ``part`` once towards ``counter``: the new count, or None if ``part`` was counted before.
 
