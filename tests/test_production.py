@@ -213,12 +213,12 @@ class TestReconnect:
             _drop_broker_connections(kind)
             app.pool.close()
             if kind == "amqp":
-                # RabbitMQ closed both threads' connections: each loop makes a new one
+                # RabbitMQ closed the worker's connection: its loop makes a new one
                 for _ in range(200):
-                    if process.reconnects >= 2:
+                    if process.reconnects >= 1:
                         break
                     time.sleep(0.05)
-                assert process.reconnects >= 2
+                assert process.reconnects >= 1
             # (redis-py reconnects a dropped socket by itself and simq's consumer
             # state lives in Redis keys, so the Redis worker may not notice at all)
             assert add.delay(2, 3).get(timeout=20) == 5
