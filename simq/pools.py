@@ -292,8 +292,11 @@ def _die_with_parent(parent: int) -> None:
 def child_main(conn: Connection, spec: ChildSpec) -> None:
     """A pool child: build the app once, then run the jobs the parent sends until told to stop."""
     _die_with_parent(spec.parent)
-    # The parent decides when children stop (a terminal's Ctrl-C reaches the whole process group).
+    # The parent decides when children stop: a terminal's Ctrl-C reaches the whole process
+    # group, and a service manager may SIGTERM every process of the service; the parent's
+    # warm shutdown lets the running task finish, then closes this child's pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=spec.loglevel, format=spec.log_format)
     from simq.clock import WallClock
     from simq.production import load_app
