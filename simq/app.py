@@ -34,6 +34,7 @@ from simq.transport import Transport, load_transport
 from simq.worker import Request, Worker, to_timestamp
 
 if TYPE_CHECKING:
+    from simq.hooks import WorkerHook
     from simq.memory.faults import FaultPlan
     from simq.memory.simulation import Simulation
     from simq.message import Delivery
@@ -141,7 +142,10 @@ class App:
         if config:
             self.conf.update(config)
         from simq.canvas import register_builtins
+        from simq.canvas.hook import CanvasHook
 
+        #: Hooks every worker of this app runs (simq.hooks), after a worker's own; the canvas is one.
+        self.worker_hooks: list[WorkerHook] = [CanvasHook()]
         register_builtins(self)
         _register_shared(self)
 

@@ -1,10 +1,11 @@
 """Batches: a task that buffers its requests and runs them as one list.
 
 ``@app.task(base=Batches, flush_every=100, flush_interval=10)`` makes a task
-whose body receives a list of :class:`SimpleRequest`. Each worker keeps its
-own buffer per batch task; the buffer runs when it holds ``flush_every``
-requests, ``flush_interval`` seconds (on the worker's clock) after its first
-request arrived, or when the worker shuts down. Messages are acknowledged only
+whose body receives a list of :class:`SimpleRequest`. Each worker (one per
+worker process, whatever its pool) keeps one buffer per batch task; the
+buffer runs when it holds ``flush_every`` requests, ``flush_interval`` seconds
+(on the worker's clock) after its first request arrived, or when the worker
+shuts down; the flushed batch runs in one slot of the worker's pool. Messages are acknowledged only
 after their batch ran, so a worker that dies first loses nothing.
 """
 
@@ -229,17 +230,16 @@ class Batches(Task):
         runtime = executor.clock.now - began
         log.info("Batch %s of %d request(s) ran in %.6fs%s", self.name, len(requests), runtime,
                  f": {type(error).__name__}: {error}" if error is not None else "")
-        executor._emit("batch", requests[0], detail=len(requests))
+        for hook in executor.hooks.on_batch:
+            hook(executor, self, requests)
         per_request = isinstance(retval, list) and len(retval) == len(requests)
         outcome = Outcome()
         try:
             for index, request in enumerate(requests):
                 if request.id in guard.marked:
                     outcome = outcome + Outcome(succeeded=1)
-                    if request.message.embed:
-                        from simq import canvas
-
-                        canvas.on_success(executor, request, guard.marked[request.id])  # type: ignore[arg-type]
+                    for hook in executor.hooks.on_success:  # stored by the body itself: what follows a success
+                        hook(executor, request, guard.marked[request.id])
                 elif error is not None:
                     outcome = outcome + executor.failed(request, error, trace, runtime)
                 else:

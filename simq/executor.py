@@ -12,25 +12,23 @@ from __future__ import annotations
 
 import logging
 import traceback as tb_module
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from simq import states
 from simq.exceptions import BrokerUnavailable, Retry
+from simq.hooks import Hooks
 
 if TYPE_CHECKING:
     from simq.app import App
     from simq.backends.base import Backend
     from simq.clock import Clock
-    from simq.worker import Request, Worker
+    from simq.worker import Request
 
 __all__ = ["Executor", "Outcome"]
 
 log = logging.getLogger("simq.worker")
-
-Emit = Callable[..., None]
 
 _MAX_LOGGED_RESULT = 200
 
@@ -82,10 +80,7 @@ class Executor:
     backend: Backend
     clock: Clock
     hostname: str
-    emit: Emit | None = None
-    # The simulator's fault injection points ("run", "ran"): called with the worker.
-    fault: Callable[[Worker, str, Request], None] | None = None
-    worker: Worker | None = None
+    hooks: Hooks = attrs.field(factory=Hooks)
     _ignore_result_default: bool = attrs.field(default=False, init=False)
     _track_started: bool = attrs.field(default=False, init=False)
     _acks_late_default: bool = attrs.field(default=False, init=False)
@@ -105,7 +100,7 @@ class Executor:
         """Run one request's body and everything after it; never raises ``Exception``.
 
         A worker that dies (``BaseException``, e.g. the simulator's crash
-        fault) passes through, so nothing is reported and nothing acknowledged.
+        fault, raised from a hook) passes through, so nothing is reported and nothing acknowledged.
         """
         try:
             outcome = self._run(request)
@@ -132,10 +127,9 @@ class Executor:
     def _run(self, request: Request) -> Outcome:
         message = request.message
         task = request.task
-        worker = self.worker
-        fault = self.fault if worker is None else worker.fault
-        if fault is not None:
-            fault(self.worker, "run", request)  # type: ignore[arg-type]
+        hooks = self.hooks
+        for hook in hooks.before_run:
+            hook(self, request)
         if self._track_started or task.track_started:
             self.backend.mark_as_started(message.id)
         requests = task._stack()  # what self.request reads, in this thread
@@ -146,18 +140,18 @@ class Executor:
         try:
             retval = task.run(*message.args, **message.kwargs)
         except Retry as retry:
-            if fault is not None:
-                fault(self.worker, "ran", request)  # type: ignore[arg-type]
+            for hook in hooks.after_run:
+                hook(self, request)
             return self.retried(request, retry)
         except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
-            if fault is not None:
-                fault(self.worker, "ran", request)  # type: ignore[arg-type]
+            for hook in hooks.after_run:
+                hook(self, request)
             return self.failed(request, exc, tb_module.format_exc(), self.clock.now - began)
         finally:
             app._leave_task(previous)
             requests.pop()
-        if fault is not None:
-            fault(self.worker, "ran", request)  # type: ignore[arg-type]
+        for hook in hooks.after_run:
+            hook(self, request)
         return self.succeeded(request, retval, self.clock.now - began)
 
     # -- after the body ---------------------------------------------------------------------
@@ -185,12 +179,9 @@ class Executor:
                 return self.failed(request, exc, tb_module.format_exc(), runtime)
         if log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] succeeded in %.6fs: %s", message.task, message.id, runtime, _short(retval))
-        self._emit("succeeded", request, detail=retval)
+        for hook in self.hooks.on_success:
+            hook(self, request, retval)
         task.on_success(retval, message.id, message.args, message.kwargs)
-        if message.embed:
-            from simq import canvas
-
-            canvas.on_success(self, request, retval)  # type: ignore[arg-type]
         return SUCCEEDED
 
     def failed(self, request: Request, exc: BaseException, traceback: str, runtime: float = 0.0) -> Outcome:
@@ -206,15 +197,12 @@ class Executor:
             runtime,
             traceback.rstrip(),
         )
-        self._emit("failed", request, detail=f"{type(exc).__name__}: {exc}")
+        for hook in self.hooks.on_failure:
+            hook(self, request, exc, traceback)
         try:
             request.task.on_failure(exc, message.id, message.args, message.kwargs, traceback)
         except Exception:
             log.exception("on_failure hook of %s raised", message.task)
-        if message.embed:
-            from simq import canvas
-
-            canvas.on_failure(self, request, exc, traceback)  # type: ignore[arg-type]
         return FAILED
 
     def retried(self, request: Request, retry: Retry) -> Outcome:
@@ -243,10 +231,8 @@ class Executor:
             return self.failed(request, exc, tb_module.format_exc())
         self.backend.mark_as_retry(message.id, retry.exc, None, retries=again.retries)
         log.info("Task %s[%s] retry %d in %gs: %s", message.task, message.id, again.retries, when - now, retry)
-        self._emit("retry", request, detail=f"retry {again.retries} at +{when - now:g}s")
+        retry.when = when  # for hooks: when the retry is due
+        for hook in self.hooks.on_retry:
+            hook(self, request, retry)
         task.on_retry(retry.exc, message.id, message.args, message.kwargs, None)
         return RETRIED
-
-    def _emit(self, kind: str, request: Request | None = None, queue: str | None = None, detail: Any = None) -> None:
-        if self.emit is not None:
-            self.emit(kind, self.hostname, request, queue, detail)

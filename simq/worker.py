@@ -26,6 +26,7 @@ import attrs
 from simq import protocol
 from simq.exceptions import ConfigurationError, MessageRejected, WorkerLostError
 from simq.executor import Executor, Outcome
+from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
 from simq.task import Context, Task
 
@@ -39,8 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["Request", "Worker", "WorkerStats", "to_timestamp"]
 
 log = logging.getLogger("simq.worker")
-
-Emit = Callable[..., None]
 
 
 @attrs.define(eq=False, slots=True)
@@ -162,8 +161,7 @@ class Worker:
     concurrency: int = 1
     prefetch_multiplier: int | None = None
     backend: Backend | None = None
-    emit: Emit | None = None
-    fault: Callable[[Worker, str, Request], None] | None = None
+    hooks: Sequence[WorkerHook] = ()
     pool: Pool | None = None
     stats: WorkerStats = attrs.field(factory=WorkerStats, init=False)
     executor: Executor = attrs.field(init=False)
@@ -189,6 +187,7 @@ class Worker:
     _eta_timer: Timer | None = attrs.field(default=None, init=False)
     _in_poll: bool = attrs.field(default=False, init=False)
     _prefetch_applied: int = attrs.field(default=0, init=False)
+    _hooks: Hooks = attrs.field(init=False)
     # Jobs handed to the pool and not finished yet; the pool reports each on ``_completions``.
     _inflight: int = attrs.field(default=0, init=False)
     _completions: queue_module.SimpleQueue[tuple[tuple[Request, ...], Outcome, bool]] = attrs.field(
@@ -202,7 +201,14 @@ class Worker:
             self.prefetch_multiplier = int(self.app.conf.worker_prefetch_multiplier)
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
-        self.executor = Executor(self.app, self.backend, self.clock, self.hostname, emit=self.emit, worker=self)
+        self._hooks = Hooks([*self.hooks, *self.app.worker_hooks])
+        self.executor = Executor(self.app, self.backend, self.clock, self.hostname, self._hooks)
+
+    def add_hook(self, hook: WorkerHook) -> None:
+        """Add a hook after the ones given (the simulator adds fault injection this way)."""
+        self.hooks = [*self.hooks, hook]
+        self._hooks = Hooks([*self.hooks, *self.app.worker_hooks])
+        self.executor.hooks = self._hooks
 
     @property
     def prefetch(self) -> int:
@@ -241,7 +247,8 @@ class Worker:
             self.add_queue(name)
         self._prefetch_applied = self.prefetch
         self._started = True
-        self._emit("worker-start", detail=",".join(names))
+        for hook in self._hooks.worker_start:
+            hook(self)
         return self
 
     def add_queue(self, name: str) -> None:
@@ -267,7 +274,8 @@ class Worker:
         for delivery in self._drop_held():
             self.transport.reject(delivery, requeue=True, reason="worker shutdown")
         self.transport.close()
-        self._emit("worker-stop")
+        for hook in self._hooks.worker_stop:
+            hook(self)
 
     def _finish_received(self) -> None:
         """Run every ready request and wait for every job the pool holds."""
@@ -286,7 +294,8 @@ class Worker:
         self._drop_held()
         self._ready.clear()
         self.transport.close()
-        self._emit("worker-crash")
+        for hook in self._hooks.worker_crash:
+            hook(self)
 
     # -- receiving -------------------------------------------------------------------
     def poll(self, timeout: float | None = 0) -> int:
@@ -347,6 +356,11 @@ class Worker:
             )
             return
         self.stats.received += 1
+        hooks = self._hooks
+        if hooks.on_received:
+            request = Request(message, delivery, task, self.hostname)
+            for hook in hooks.on_received:
+                hook(self, request)
         if log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] received%s", message.task, message.id, f" (eta in {eta - now:.3f}s)" if eta and eta > now else "")
         if eta is not None and eta > now:
@@ -366,8 +380,10 @@ class Worker:
             if not self._in_poll:
                 self._arm_eta_timer()
                 self._apply_prefetch()
-            if self.emit is not None:
-                self._emit("held", Request(message, delivery, task, self.hostname))
+            if hooks.on_held:
+                request = Request(message, delivery, task, self.hostname)
+                for hook in hooks.on_held:
+                    hook(self, request)
             return
         self._ready.append(Request(message, delivery, task, self.hostname))
 
@@ -435,7 +451,8 @@ class Worker:
             "rejected message %r (delivery %s) from queue %r (%s): %s",
             message_id or delivery.envelope.message_id, delivery.tag, delivery.queue, reason, detail,
         )
-        self._emit("rejected", None, delivery.queue, f"{reason}: {detail}")
+        for hook in self._hooks.on_rejected:
+            hook(self, delivery, reason, detail)
 
     # -- stepping (simulation) and looping (production) ------------------------------
     def has_work(self) -> bool:
@@ -513,9 +530,8 @@ class Worker:
         pool = self.pool
         if pool is None:
             outcome = executor.run_task(request)
-            fault = self.fault  # the simulator's last fault point: after the result, before the late ack
-            if fault is not None:
-                fault(self, "done", request)
+            for hook in self._hooks.before_ack:
+                hook(self, request)
             self._finish((request,), outcome, acks_late)
             return
         self._inflight += 1
@@ -582,10 +598,8 @@ class Worker:
             log.error("Task %s[%s] failed: %s", request.name, request.id, exc)
             self.backend.mark_as_failure(request.id, exc, None, request=request.message)  # type: ignore[union-attr]
             self.stats.failed += 1
-            if request.message.embed:
-                from simq import canvas
-
-                canvas.on_failure(self.executor, request, exc, "")  # type: ignore[arg-type]
+            for hook in self._hooks.on_failure:
+                hook(self.executor, request, exc, "")
             self.ack(request)
 
     def _expired(self, request: Request) -> None:
@@ -594,12 +608,5 @@ class Worker:
         self.ack(request)
         self.stats.revoked += 1
         log.info("Task %s[%s] expired before it could run: revoked", message.task, message.id)
-        self._emit("revoked", request, detail="expired")
-        if message.embed:
-            from simq import canvas
-
-            canvas.on_revoked(self.executor, request, meta.result)  # type: ignore[arg-type]
-
-    def _emit(self, kind: str, request: Request | None = None, queue: str | None = None, detail: Any = None) -> None:
-        if self.emit is not None:
-            self.emit(kind, self.hostname, request, queue, detail)
+        for hook in self._hooks.on_expired:
+            hook(self.executor, request, meta.result)
