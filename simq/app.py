@@ -29,7 +29,7 @@ from simq.message import TaskMessage, validate_priority
 from simq.result import AsyncResult
 from simq.routing import Route, Router
 from simq.serialization import Serializer, SerializerRegistry
-from simq.task import CALL_OPTIONS, Task, make_task_class
+from simq.task import CALL_OPTIONS, Task, check_retry_policy, make_task_class
 from simq.transport import Transport, load_transport
 from simq.worker import Request, Worker, to_timestamp
 
@@ -207,6 +207,7 @@ class App:
         if options.get("serializer") is not None:
             self.serializers.get(options["serializer"])
         cls = make_task_class(self, fun, base, name, options)
+        check_retry_policy(cls)
         cls_validate = getattr(cls, "validate_options", None)
         if cls_validate is not None:
             cls_validate()
@@ -586,15 +587,23 @@ class App:
             self._route_cache[key] = route
         return route
 
-    def _republish(self, message: TaskMessage, delivery: Delivery, serializer: str) -> None:
-        """Send ``message`` again the way ``delivery`` came (retries)."""
+    def _republish(self, message: TaskMessage, delivery: Delivery, serializer: str, options: Mapping[str, Any] | None = None) -> None:
+        """Send ``message`` again the way ``delivery`` came (retries), or as ``options`` route it."""
+        exchange, routing_key = delivery.exchange, delivery.routing_key
+        if options:
+            if options.get("serializer"):
+                serializer = options["serializer"]
+            if any(options.get(k) is not None for k in ("queue", "exchange", "routing_key")):
+                route = self._route(message.task, self.tasks.get(message.task), options.get("queue"),
+                                    options.get("exchange"), options.get("routing_key"), message.args, message.kwargs)
+                exchange, routing_key = route.exchange.name, route.routing_key
         envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
         driver = self._driver
         if driver is not None:
-            driver.producer.publish(envelope, delivery.exchange, delivery.routing_key)
+            driver.producer.publish(envelope, exchange, routing_key)
             return
         # a connection that failed is dropped, never reused; a pooled one the broker closed is replaced
-        self.pool.run(lambda t: t.publish(envelope, delivery.exchange, delivery.routing_key))
+        self.pool.run(lambda t: t.publish(envelope, exchange, routing_key))
 
     def _apply_locally(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any]) -> _result.AsyncResult:
         """``Task.apply``: run here, now, without a broker; the result lands in this app's backend."""

@@ -11,6 +11,7 @@ process), which hands each due request to the pool and gets an
 from __future__ import annotations
 
 import logging
+import random
 import traceback as tb_module
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ import attrs
 from simq import states
 from simq.exceptions import BrokerUnavailable, Retry
 from simq.hooks import Hooks
+from simq.task import backoff_countdown
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -81,6 +83,8 @@ class Executor:
     clock: Clock
     hostname: str
     hooks: Hooks = attrs.field(factory=Hooks)
+    #: Where retry jitter comes from: the simulation's seed in a simulation, the OS elsewhere.
+    rng: random.Random = attrs.field(factory=random.SystemRandom)
     _ignore_result_default: bool = attrs.field(default=False, init=False)
     _track_started: bool = attrs.field(default=False, init=False)
     _acks_late_default: bool = attrs.field(default=False, init=False)
@@ -138,7 +142,12 @@ class Executor:
         previous = app._enter_task(request)
         began = self.clock.now
         try:
-            retval = task.run(*message.args, **message.kwargs)
+            try:
+                retval = task.run(*message.args, **message.kwargs)
+            except Exception as exc:
+                if task.autoretry_for and not isinstance(exc, Retry):
+                    self._autoretry(request, exc)  # raises Retry, or ``exc`` past max_retries
+                raise
         except Retry as retry:
             for hook in hooks.after_run:
                 hook(self, request)
@@ -153,6 +162,16 @@ class Executor:
         for hook in hooks.after_run:
             hook(self, request)
         return self.succeeded(request, retval, self.clock.now - began)
+
+    def _autoretry(self, request: Request, exc: Exception) -> None:
+        """``autoretry_for``: retry as ``retry_kwargs`` and ``retry_backoff`` say (Celery's rules)."""
+        task = request.task
+        if not isinstance(exc, task.autoretry_for) or (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)):
+            return
+        kwargs = dict(task.retry_kwargs)
+        if task.retry_backoff and "countdown" not in kwargs and "eta" not in kwargs:
+            kwargs["countdown"] = backoff_countdown(task, request.message.retries, self.rng)
+        task.retry(exc=exc, **kwargs)
 
     # -- after the body ---------------------------------------------------------------------
     def succeeded(self, request: Request, retval: Any, runtime: float = 0.0) -> Outcome:
@@ -224,9 +243,17 @@ class Executor:
             args=args_override if args_override is not None else message.args,
             kwargs=kwargs_override if kwargs_override is not None else message.kwargs,
         )
+        options = getattr(retry, "options", None) or {}
+        if options.get("priority") is not None:
+            again = attrs.evolve(again, priority=options["priority"])
+        if options.get("headers"):
+            again = attrs.evolve(again, headers={**again.headers, **options["headers"]})
+        if options.get("expires") is not None:
+            expires = options["expires"]
+            again = attrs.evolve(again, expires=to_timestamp(expires) if not isinstance(expires, int | float) else now + float(expires))
         serializer = self.app.serializers.name_for(request.delivery.envelope.content_type)
         try:
-            self.app._republish(again, request.delivery, serializer)
+            self.app._republish(again, request.delivery, serializer, options)
         except Exception as exc:  # noqa: BLE001 - could not send the retry: the task fails
             return self.failed(request, exc, tb_module.format_exc())
         self.backend.mark_as_retry(message.id, retry.exc, None, retries=again.retries)

@@ -16,6 +16,7 @@ import heapq
 import itertools
 import logging
 import queue as queue_module
+import random
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -163,6 +164,7 @@ class Worker:
     backend: Backend | None = None
     hooks: Sequence[WorkerHook] = ()
     pool: Pool | None = None
+    rng: random.Random | None = None  # retry jitter; the simulation hands each worker a seeded one
     stats: WorkerStats = attrs.field(factory=WorkerStats, init=False)
     executor: Executor = attrs.field(init=False)
     _ready: deque[Request] = attrs.field(factory=deque, init=False)
@@ -203,6 +205,8 @@ class Worker:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         self._hooks = Hooks([*self.hooks, *self.app.worker_hooks])
         self.executor = Executor(self.app, self.backend, self.clock, self.hostname, self._hooks)
+        if self.rng is not None:
+            self.executor.rng = self.rng
 
     def add_hook(self, hook: WorkerHook) -> None:
         """Add a hook after the ones given (the simulator adds fault injection this way)."""

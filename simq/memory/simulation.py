@@ -156,6 +156,7 @@ class Simulation:
             prefetch_multiplier=prefetch_multiplier,
             backend=self.backend,
             hooks=[self._trace_hook] if self.record_trace else [],
+            rng=random.Random(f"simq-jitter:{self.seed}:{name}"),
         )
         if self._injector is not None:
             worker.add_hook(FaultHook(self._injector, worker))
