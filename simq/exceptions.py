@@ -126,10 +126,16 @@ class InvalidSignature(SimqError):
 
 
 class MessageRejected(SimqError):
-    """A delivery the worker refused (malformed, refused content, unknown task)."""
+    """A delivery the worker refused (malformed, refused content, unknown task).
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+    It is also the stored result of a refused task whose id could be read, so
+    that ``result.get()`` raises it at once, naming why, instead of waiting.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if not detail and ": " in reason:  # rebuilt from a stored result: one "reason: detail" text
+            reason, detail = reason.split(": ", 1)
+        super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
 

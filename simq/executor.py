@@ -100,7 +100,7 @@ class Executor:
         return self._acks_late_default if late is None else bool(late)
 
     # -- one task -----------------------------------------------------------------------
-    def run_task(self, request: Request) -> Outcome:
+    def run_task(self, request: Request, acks_late: bool | None = None) -> Outcome:
         """Run one request's body and everything after it; never raises ``Exception``.
 
         A worker that dies (``BaseException``, e.g. the simulator's crash
@@ -108,7 +108,7 @@ class Executor:
         """
         try:
             outcome = self._run(request)
-            if self.acks_late(request):
+            if self.acks_late(request) if acks_late is None else acks_late:
                 # The message is acknowledged once this returns: its result must be stored by then.
                 self.backend.sync()
             return outcome
@@ -140,7 +140,8 @@ class Executor:
         requests.append(request)  # its Context is built only if the task reads self.request
         app = self.app
         previous = app._enter_task(request)
-        began = self.clock.now
+        timed = log.isEnabledFor(logging.INFO)  # the runtime is only read by the log line
+        began = self.clock.now if timed else 0.0
         try:
             try:
                 retval = task.run(*message.args, **message.kwargs)
@@ -155,13 +156,13 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
             for hook in hooks.after_run:
                 hook(self, request)
-            return self.failed(request, exc, tb_module.format_exc(), self.clock.now - began)
+            return self.failed(request, exc, tb_module.format_exc(), self.clock.now - began if timed else 0.0)
         finally:
             app._leave_task(previous)
             requests.pop()
         for hook in hooks.after_run:
             hook(self, request)
-        return self.succeeded(request, retval, self.clock.now - began)
+        return self.succeeded(request, retval, self.clock.now - began if timed else 0.0)
 
     def _autoretry(self, request: Request, exc: Exception) -> None:
         """``autoretry_for``: retry as ``retry_kwargs`` and ``retry_backoff`` say (Celery's rules)."""
