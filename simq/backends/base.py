@@ -3,7 +3,7 @@
 A backend stores one record per task id (state, result, traceback, when) as
 bytes encoded with the app's ``result_serializer``, so a result that could not
 cross a real backend fails in the simulator too. Exceptions are stored as
-(type, module, args) and rebuilt on read.
+(type, module, args) and rebuilt on read, from classes already imported only.
 The canvas keeps its own records (chord bodies, long chains, group layouts)
 through ``put_record`` / ``get_record``. With the app's ``security_key`` set,
 every record is signed (an HMAC over its key and bytes) and verified before it
@@ -17,8 +17,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import datetime
-import importlib
 import math
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -99,13 +99,15 @@ def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
     if not isinstance(args, list | tuple):
         args = (args,)
     cls: Any = None
-    try:
-        mod = builtins if module == "builtins" else importlib.import_module(module)
-        cls = mod
-        for part in str(name).split("."):
-            cls = getattr(cls, part)
-    except (ImportError, AttributeError):
-        cls = None
+    # Only modules already imported: reading a record never imports (runs) code it names.
+    mod = builtins if module == "builtins" else sys.modules.get(str(module))
+    if mod is not None:
+        try:
+            cls = mod
+            for part in str(name).split("."):
+                cls = getattr(cls, part)
+        except AttributeError:
+            cls = None
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = type(str(name).rsplit(".", 1)[-1], (SimqError,), {"__module__": str(module)})
     try:
