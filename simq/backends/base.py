@@ -125,13 +125,17 @@ class Backend:
     serializers: SerializerRegistry
     clock: Clock
     serializer: str = "json"
-    expires: float | None = attrs.field(default=DAY, converter=expires_seconds)
-    """Seconds a record is kept (``result_expires``); None keeps it for ever."""
+    expires: float | None = DAY
+    """Seconds a record is kept (``result_expires``, checked by ``expires_seconds``); None keeps it for ever."""
     signer: Signer | None = None
     """Signs every record and verifies it before decoding, when the app has a ``security_key``."""
     on_change: list[Callable[[str, ResultMeta], None]] = attrs.field(factory=list, init=False)
     mark_guard: Callable[[str, Any], None] | None = attrs.field(default=None, init=False)
     """Consulted by ``mark_as_done`` while a batch body runs (simq.batches); may refuse an id."""
+
+    def __attrs_post_init__(self) -> None:
+        # checked here rather than by an attrs converter, which would put a hook on every attribute write
+        self.expires = expires_seconds(self.expires)
 
     # -- storage hooks ------------------------------------------------------------
     def _get(self, key: str) -> bytes | None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -30,7 +32,7 @@ class MemoryBackend(Backend):
     _deadlines: dict[tuple[str, str], float] = attrs.field(factory=dict, init=False)
     """(kind, key) -> when it expires; kind "r" for a record, "c" for a counter."""
     _heap: list[tuple[float, int, tuple[str, str]]] = attrs.field(factory=list, init=False)
-    _seq: int = attrs.field(default=0, init=False)
+    _seq: Iterator[int] = attrs.field(factory=itertools.count, init=False)
 
     # -- expiry: one heap entry per live key, re-pushed when it pops before its (extended) deadline --
     def _touch(self, kind: str, key: str) -> None:
@@ -38,12 +40,12 @@ class MemoryBackend(Backend):
         if expires is None:
             return
         slot = (kind, key)
-        known = slot in self._deadlines
-        self._deadlines[slot] = self.clock.now + expires
-        if not known:
-            self._seq += 1
-            heapq.heappush(self._heap, (self._deadlines[slot], self._seq, slot))
-        self._purge()
+        now = self.clock.now
+        if slot not in self._deadlines:
+            heapq.heappush(self._heap, (now + expires, next(self._seq), slot))
+        self._deadlines[slot] = now + expires
+        if self._heap[0][0] <= now:
+            self._expire_due(now)
 
     def _purge(self) -> None:
         heap = self._heap
@@ -60,8 +62,7 @@ class MemoryBackend(Backend):
             if deadline is None:
                 continue
             if deadline > now:  # written again since: wait for the new deadline
-                self._seq += 1
-                heapq.heappush(heap, (deadline, self._seq, slot))
+                heapq.heappush(heap, (deadline, next(self._seq), slot))
                 continue
             del self._deadlines[slot]
             kind, key = slot
