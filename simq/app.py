@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_pool_limit": 10,
     "task_serializer": "json",
     "result_serializer": "json",
+    "result_expires": 86_400,  # seconds or a timedelta; None or 0: never (simq.backends.base.expires_seconds)
     "accept_content": ["json"],
     "task_routes": None,
     "task_queues": None,
@@ -334,14 +335,18 @@ class App:
 
     def _make_backend(self, url: str | None) -> Backend:
         scheme = urlsplit(url or "memory://").scheme
+        # result_expires is checked by the backend (a clear ConfigurationError); records are signed with the app's key
+        options = {"expires": self.conf.result_expires, "signer": self.signer}
         if scheme in ("", "memory", "cache+memory"):
-            return MemoryBackend(self.serializers, self._wall, self.conf.result_serializer)
+            return MemoryBackend(self.serializers, self._wall, self.conf.result_serializer, **options)
         from importlib.metadata import entry_points
 
         for ep in entry_points(group="simq.backends"):
             if ep.name == scheme:
                 factory = ep.load()
-                backend: Backend = factory(url, serializers=self.serializers, clock=self._wall, serializer=self.conf.result_serializer)
+                backend: Backend = factory(
+                    url, serializers=self.serializers, clock=self._wall, serializer=self.conf.result_serializer, **options
+                )
                 return backend
         raise ConfigurationError(
             f"no result backend for URL scheme {scheme!r}; install one (pip install 'simq[redis]' gives redis://)"

@@ -125,6 +125,22 @@ class InvalidSignature(SimqError):
     """A canvas that can never run (unknown task, cycle, bad shape)."""
 
 
+class RecordSignatureError(InvalidSignature):
+    """A record read back from the result backend is unsigned, or its signature does not match its key.
+
+    Raised, with ``security_key`` set, before the record is decoded: someone
+    without the key wrote it, or moved it from another key. ``key`` names it.
+    """
+
+    def __init__(self, key: str = "", detail: str = "failed verification") -> None:
+        super().__init__(key, detail)
+        self.key = key
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"result backend record {self.key!r} {self.detail}; it was not decoded (security_key is set)"
+
+
 class MessageRejected(SimqError):
     """A delivery the worker refused (malformed, refused content, unknown task).
 
@@ -153,6 +169,7 @@ __all__ = [
     "MessageRejected",
     "NotDelivered",
     "NotRegistered",
+    "RecordSignatureError",
     "Retry",
     "RoutingError",
     "SerializationError",
