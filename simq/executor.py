@@ -82,7 +82,7 @@ class Executor:
     backend: Backend
     clock: Clock
     hostname: str
-    hooks: Hooks = attrs.field(factory=Hooks)
+    hooks: Hooks = attrs.field(default=None)  # default: the app's worker_hooks (the canvas among them)
     #: Where retry jitter comes from: the simulation's seed in a simulation, the OS elsewhere.
     rng: random.Random = attrs.field(factory=random.SystemRandom)
     _ignore_result_default: bool = attrs.field(default=False, init=False)
@@ -90,6 +90,8 @@ class Executor:
     _acks_late_default: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.hooks is None:
+            self.hooks = Hooks(self.app.worker_hooks)
         conf = self.app.conf
         self._ignore_result_default = bool(conf.task_ignore_result)
         self._track_started = bool(conf.task_track_started)
