@@ -8,6 +8,8 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from simq import states
 from simq.backends.base import exception_to_dict
 from simq.canvas.checks import validate
@@ -23,9 +25,9 @@ from simq.canvas.signatures import (
     _as_signature,
     _deep_copy,
     _listify,
-    chord,
+    chain,
+    chunks,
     from_dict,
-    group,
 )
 from simq.exceptions import ChordError, InvalidSignature
 
@@ -52,18 +54,18 @@ def send(app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[s
     task_id = options.pop("task_id", None)
     if task_id is not None:
         work["options"] = {**work["options"], "task_id": task_id}
-    if work.subtask_type == "chunks":
-        work = work.group()  # type: ignore[attr-defined]
+    if isinstance(work, chunks):
+        work = work.group()
     if work.subtask_type is not None:
         # link= / link_error= given when sending a canvas: chain -> its last task, chord -> its body
         for cb in _listify(options.pop("link", None)):
             work.link(cb)
         for eb in _listify(options.pop("link_error", None)):
             work.link_error(eb)
-    if work.subtask_type == "chain" and task_id is not None:
+    if isinstance(work, chain) and task_id is not None:
         # the id of a chain is the id of its last task
         work["options"].pop("task_id")
-        last = work.tasks[-1]  # type: ignore[attr-defined]
+        last = work.tasks[-1]
         last["options"] = {**last["options"], "task_id": task_id}
     _prepare(app, work)
     result = _result(app, work)
@@ -84,68 +86,63 @@ def _apply(
     group_index: int | None = None,
 ) -> None:
     """Send a prepared node with a parent's ``args``, what follows it (``cont``) and the chord it reports to."""
-    kind = sig.get("subtask_type")
-    if kind == "chain":
-        tasks = sig.tasks  # type: ignore[attr-defined]
-        rest = _make_cont(app, tasks[1:], sig.id or app._new_id()) + list(cont)
-        _apply(app, tasks[0], args, kwargs, options, rest, ctx, group_id, group_index)
-        return
-    if kind == "group":
-        if cont:
-            nxt, rest = _pop(app, cont)
-            as_chord = chord(sig, nxt, app=app)
-            as_chord["options"] = {**as_chord["options"], "task_id": sig.id}
-            _apply(app, as_chord, args, kwargs, options, rest, ctx, group_id, group_index)
-            return
-        gid = sig.id or app._new_id()
-        members = sig.tasks  # type: ignore[attr-defined]
-        _save_group(app, gid, _spec(sig))
-        if not members:
-            # nothing to run: the group is done now, with the value []
-            app.backend.store_result(gid, [], states.SUCCESS, name="simq.group")
-            if ctx:
-                _chord_part_done(app, ctx, gid)
-            return
-        for i, member in enumerate(members):
-            _apply(app, member, args, kwargs, options, [], ctx, gid, i)
-        return
-    if kind == "chord":
-        header: group = sig.header  # type: ignore[attr-defined]
-        body: Signature = sig.body  # type: ignore[attr-defined]
-        cid = header.id or app._new_id()
-        spec = _spec(header)
-        size = _count(header)
-        _store(app, _chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": spec})
+    sig._send(Runner(app), args, kwargs, options, cont, ctx, group_id, group_index)
+
+
+@attrs.define(eq=False, slots=True)
+class Runner:
+    """What sending a canvas node needs from the app and its result backend (``Signature._send`` calls it)."""
+
+    app: App
+
+    def send_task(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
+        app = self.app
+        app.send_task(
+            name,
+            args,
+            kwargs,
+            _task=app.tasks.get(name),
+            chain=cont or None,
+            chord=dict(ctx) if ctx else None,
+            group_id=group_id,
+            group_index=group_index,
+            **options,
+        )
+
+    def continuation(self, tasks: list[Signature], chain_id: str | None) -> list[Any]:
+        return _make_cont(self.app, tasks, chain_id or self.app._new_id())
+
+    def pop(self, cont: Sequence[Any]) -> tuple[Signature, list[Any]]:
+        return _pop(self.app, cont)
+
+    def save_group(self, gid: str, spec: Any) -> None:
+        _save_group(self.app, gid, spec)
+
+    def empty_group(self, gid: str, ctx: Mapping[str, Any] | None) -> None:
+        """A group with no members is done when reached, with the value ``[]``."""
+        self.app.backend.store_result(gid, [], states.SUCCESS, name="simq.group")
+        if ctx:
+            _chord_part_done(self.app, ctx, gid)
+
+    def save_chord(
+        self, cid: str, header: Signature, body: Signature, cont: list[Any], ctx: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Store the chord's record; return what its header tasks carry to report to it."""
+        app = self.app
+        _store(app, _chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": _spec(header)})
         # "fail": what to mark FAILURE if the chord's record cannot be read back (the message is signed, the record may not be)
         fail = _fail_ids(app, body, cont, ctx)
-        _apply(app, header, args, kwargs, options, [], {"id": cid, "size": size, "fail": fail})
-        return
-    if kind == "chunks":
-        grp = sig.group()  # type: ignore[attr-defined]
-        _prepare(app, grp)
-        _apply(app, grp, args, kwargs, options, cont, ctx, group_id, group_index)
-        return
-    # a task
-    own_args = tuple(sig["args"])
-    if sig["immutable"]:
-        call_args, call_kwargs = own_args, sig["kwargs"]
-    else:
-        call_args = tuple(args) + own_args if args else own_args
-        call_kwargs = {**sig["kwargs"], **kwargs} if kwargs else sig["kwargs"]
-    opts = sig["options"]
-    if options:
-        opts = {**opts, **{k: v for k, v in options.items() if k != "task_id"}}
-    app.send_task(
-        sig.task,
-        call_args,
-        call_kwargs,
-        _task=app.tasks.get(sig.task),
-        chain=cont or None,
-        chord=dict(ctx) if ctx else None,
-        group_id=group_id,
-        group_index=group_index,
-        **opts,
-    )
+        return {"id": cid, "size": _count(header), "fail": fail}
 
 
 # -- continuations: what follows a task in a chain ---------------------------------------------------
