@@ -106,7 +106,7 @@ def simq_send_then_get(n: int) -> None:
 
 def simq_eager(n: int) -> None:
     app, add = simq_app(task_always_eager=True)
-    driver = app._driver
+    driver = app.simulation
     if driver is not None:
         driver.record_trace = False
     for i in range(n):

@@ -105,8 +105,7 @@ def require(name: str) -> None:
 
 def delete_app_data(app: App) -> None:
     """Remove ``app``'s queues and result keys from the broker (best effort; namespaced queues also expire)."""
-    if app._pool is not None:
-        app._pool.close()
+    app.pool.close()
     try:
         conn = app.connection()
     except Exception:
@@ -119,8 +118,8 @@ def delete_app_data(app: App) -> None:
                 conn.delete_queue(name)
     finally:
         conn.close()
-    backend = app._backend
-    if backend is not None and hasattr(backend, "delete_namespace"):
+    backend = app.backend
+    if hasattr(backend, "delete_namespace"):
         backend.delete_namespace()
         backend.close()
 
@@ -273,9 +272,9 @@ class Harness:
 
         def connect(timeout: float | None) -> Transport:
             run.ensure_started()
-            return app._connect(broker, timeout)
+            return app.connection(broker, timeout)
 
-        app._pool = ProducerPool(connect, limit)
+        app.pool = ProducerPool(connect, limit)
         self._runs[id(app)] = run
         self._cleanups.append(run.close)
         return app
@@ -286,12 +285,12 @@ class Harness:
         return self._sims[-1] if self._sims else None
 
     def driver(self, app: App) -> Simulation | None:
-        return app._driver
+        return app.simulation
 
     def workers(self, app: App | None = None) -> list[Worker]:
         """The workers serving ``app`` (on a real broker: started by its first send)."""
         app = app or self._apps[-1]
-        driver = app._driver
+        driver = app.simulation
         if driver is not None:
             return list(driver.worker_list)
         run = self._runs.get(id(app))
@@ -300,7 +299,7 @@ class Harness:
     def add_worker(self, app: App | None = None, *, prefetch_multiplier: int | None = None) -> Worker:
         """Start one more worker for ``app`` (simulated: in the simulation; real broker: in a thread)."""
         app = app or self._apps[-1]
-        driver = app._driver
+        driver = app.simulation
         if driver is not None:
             return driver.add_worker(prefetch_multiplier=prefetch_multiplier)
         run = self._runs[id(app)]
@@ -310,7 +309,7 @@ class Harness:
     def crash_worker(self, worker: Worker, app: App | None = None) -> None:
         """Kill ``worker`` without any cleanup: what it held unacknowledged goes back to the broker."""
         app = app or self._apps[-1]
-        if app._driver is not None:
+        if app.simulation is not None:
             worker.crash()
             return
         self._runs[id(app)].crash(worker)
@@ -318,7 +317,7 @@ class Harness:
     def wait_until(self, predicate: Callable[[], bool], app: App | None = None, timeout: float = 30.0) -> None:
         """Run (simulated) or wait (real broker, wall-clock ``timeout``) until ``predicate()`` holds."""
         app = app or self._apps[-1]
-        driver = app._driver
+        driver = app.simulation
         if driver is not None:
             driver.run_until(predicate)
             return
@@ -334,7 +333,7 @@ class Harness:
     def stop_workers(self, app: App | None = None) -> None:
         """Stop ``app``'s workers gracefully (they finish, flush, and give held messages back)."""
         app = app or self._apps[-1]
-        driver = app._driver
+        driver = app.simulation
         if driver is not None:
             driver.shutdown()
             return
@@ -349,7 +348,7 @@ class Harness:
     def advance(self, seconds: float, app: App | None = None) -> None:
         """Let ``seconds`` pass on the backend's clock, running what falls due (real brokers: wait)."""
         app = app or self._apps[-1]
-        driver = app._driver
+        driver = app.simulation
         if driver is not None:
             if driver.eager:
                 driver.settle_eagerly()
@@ -363,7 +362,7 @@ class Harness:
     def settle(self, app: App | None = None, timeout: float = 30.0) -> None:
         """Run until nothing more can happen now (real brokers: until the workers stay idle for 0.3 s)."""
         app = app or self._apps[-1]
-        driver = app._driver
+        driver = app.simulation
         if driver is not None:
             driver.run_until_idle()
             return

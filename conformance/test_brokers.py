@@ -228,7 +228,7 @@ def test_held_eta_message_goes_back_to_the_queue_on_graceful_stop(backend):
         assert sum(w.held for w in backend.workers(app)) == 1
     backend.stop_workers(app)
     if backend.virtual:
-        assert app._driver.depth("celery") == 1
+        assert app.simulation.depth("celery") == 1
     else:
         conn = app.connection()
         try:

@@ -48,7 +48,7 @@ def test_worker_refuses_content_types_outside_accept_content(backend):
     backend.settle(app)
     assert ran == []
     if backend.virtual:
-        driver = app._driver
+        driver = app.simulation
         dead = driver.dead_letters
         assert len(dead) == 1 and "content-disallowed" in dead[0].reason
         assert sum(w.stats.rejected.get("content-disallowed", 0) for w in driver.worker_list) == 1

@@ -1,7 +1,7 @@
 """simq: a task queue with Celery's calling, canvas and batching API,
 built around a deterministic in-memory broker on a virtual clock."""
 
-from simq.app import App, current_app, shared_task
+from simq.app import App
 from simq.canvas import Signature, chain, chord, chunks, group, signature
 from simq.clock import Clock, VirtualClock, WallClock
 from simq.exceptions import (
@@ -10,9 +10,11 @@ from simq.exceptions import (
     SimqError,
     Unroutable,
 )
+from simq.hooks import WorkerHook
 from simq.memory.simulation import Simulation
 from simq.result import AsyncResult, GroupResult
 from simq.routing import Binding, Exchange, Queue
+from simq.shared import current_app, shared_task
 from simq.task import Task
 from simq.transport import Capabilities, Transport
 from simq.worker import Worker
@@ -39,6 +41,7 @@ __all__ = [
     "VirtualClock",
     "WallClock",
     "Worker",
+    "WorkerHook",
     "chain",
     "chord",
     "chunks",

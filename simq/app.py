@@ -1,116 +1,55 @@
-"""The App: configuration, the task registry, and the one publish path every send takes."""
+"""The App: configuration, the task registry, and the one publish path every send takes.
+
+Where a send goes and how a result is waited for is the business of the
+App's runtime (``simq.runtime``): the wall clock and the configured broker,
+or a simulation while one runs. The App calls the top of its runtime stack
+and never asks which kind it is.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import difflib
 import threading
-import uuid
-import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from simq import protocol, states
+from simq import protocol
 from simq import result as _result
 from simq.backends.base import Backend, ResultMeta
 from simq.backends.memory import MemoryBackend
-from simq.clock import Clock, WallClock
-from simq.connection import ProducerPool
-from simq.exceptions import (
-    ConfigurationError,
-    SimqError,
-    SimulationIdle,
-)
+from simq.calling import NO_LINEAGE, Lineage, build, check_options
+from simq.clock import Clock, WallClock, to_timestamp
+from simq.config import DEFAULTS, Config
+from simq.exceptions import ConfigurationError, SimqError
 from simq.message import TaskMessage, validate_priority
 from simq.result import AsyncResult
 from simq.routing import Route, Router
+from simq.runtime import Runtime, WallRuntime
 from simq.serialization import Serializer, SerializerRegistry
-from simq.task import CALL_OPTIONS, Task, check_retry_policy, make_task_class
-from simq.transport import Transport, load_transport
-from simq.worker import Request, Worker, to_timestamp
+from simq.shared import SharedTask, current_app, make_current, register_shared, shared_task
+from simq.task import Task, check_retry_policy, make_task_class
+from simq.transport import Transport
+from simq.worker import Request, Worker
 
 if TYPE_CHECKING:
+    from simq.connection import ProducerPool
     from simq.hooks import WorkerHook
     from simq.memory.faults import FaultPlan
     from simq.memory.simulation import Simulation
-    from simq.message import Delivery
     from simq.pools import Pool
     from simq.signing import Signer
 
 __all__ = ["DEFAULTS", "App", "Config", "SharedTask", "current_app", "shared_task"]
 
+# simq.config holds the settings; simq.shared what is process-wide (shared tasks, the current app).
+
 F = TypeVar("F", bound=Callable[..., Any])
 
-DEFAULTS: dict[str, Any] = {
-    "broker_url": "memory://",
-    "result_backend": "memory://",
-    "broker_connection_timeout": 4.0,
-    "broker_pool_limit": 10,
-    "task_serializer": "json",
-    "result_serializer": "json",
-    "result_expires": 86_400,  # seconds or a timedelta; None or 0: never (simq.backends.base.expires_seconds)
-    "accept_content": ["json"],
-    "task_routes": None,
-    "task_queues": None,
-    "task_default_queue": "celery",
-    "task_default_exchange": None,
-    "task_default_exchange_type": "direct",
-    "task_default_routing_key": None,
-    "task_default_priority": None,
-    "task_create_missing_queues": True,
-    "task_always_eager": False,
-    "task_eager_seed": 0,
-    "task_acks_late": False,
-    "task_ignore_result": False,
-    "task_track_started": False,
-    "task_publish_retry": False,
-    "task_eta_limit": 10 * 365 * 86400,
-    "task_reject_on_worker_lost": False,
-    "worker_prefetch_multiplier": 4,
-    "worker_concurrency": 1,
-    "worker_max_message_size": 16 * 1024 * 1024,
-    "security_key": None,
-    "security_digest": "sha256",
-    "timezone": "UTC",
-}
-
 _UNSET = object()
-
-_PREFIXES = ("task_", "worker_", "broker_", "result_", "accept_", "timezone", "simq_", "security_")
-
-
-class Config(dict[str, Any]):
-    """Settings with attribute access; unknown simq-looking keys are refused with a suggestion."""
-
-    def __init__(self, on_change: Callable[[], None]) -> None:
-        super().__init__(DEFAULTS)
-        self._on_change = on_change
-
-    def __getattr__(self, key: str) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def __setattr__(self, key: str, value: Any) -> None:
-        if key.startswith("_"):
-            super().__setattr__(key, value)
-        else:
-            self.update({key: value})
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        values = dict(*args, **kwargs)
-        for key in values:
-            if key not in DEFAULTS and key.startswith(_PREFIXES):
-                close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigurationError(f"unknown setting {key!r}{hint}")
-        super().update(values)
-        self._on_change()
 
 
 class App:
@@ -126,13 +65,11 @@ class App:
         self.tasks: dict[str, Task] = {}
         self.serializers = SerializerRegistry()
         self._router: Router | None = None
-        self._drivers: list[Simulation] = []
+        self._wall_runtime = WallRuntime(self)
+        self._runtimes: list[Runtime] = [self._wall_runtime]
         self._eager: Simulation | None = None
-        self._backend: Backend | None = None
-        self._pool: ProducerPool | None = None
+        self._always_eager = False
         self._local = threading.local()
-        self._lock = threading.Lock()
-        self._wall = WallClock()
         self._route_cache: dict[tuple[Any, ...], Route] = {}
         self._signer: object = _UNSET
         self.conf = Config(self._conf_changed)
@@ -148,18 +85,18 @@ class App:
         #: Hooks every worker of this app runs (simq.hooks), after a worker's own; the canvas is one.
         self.worker_hooks: list[WorkerHook] = [CanvasHook()]
         register_builtins(self)
-        _register_shared(self)
+        register_shared(self)
 
     def set_current(self) -> None:
         """Make this the app ``shared_task`` tasks and ``simq.current_app()`` resolve to."""
-        _current_app.set(self)
-        _make_default(self)
+        make_current(self)
 
     def _conf_changed(self) -> None:
         self._router = None
         self._signer = _UNSET
         self._route_cache = {}
-        if getattr(self, "_eager", None) is not None and not self.conf.get("task_always_eager"):
+        self._always_eager = bool(self.conf.get("task_always_eager"))
+        if getattr(self, "_eager", None) is not None and not self._always_eager:
             self._eager = None
 
     def __repr__(self) -> str:
@@ -243,29 +180,44 @@ class App:
     def _on_new_queue(self, queue: Any) -> None:
         """Routing created a queue: declare it where messages are about to go."""
         self._route_cache = {}
-        driver = self._drivers[-1] if self._drivers else self._eager
-        if driver is not None:
-            driver._on_new_queue(queue)
-        elif self._pool is not None:
-            # Pooled connections declared the queues known when they opened;
-            # new connections declare every queue, the new one included.
-            self._pool.close()
+        self.runtime.queue_added(queue)
 
-    # -- drivers: simulation and eager ----------------------------------------------------
+    # -- runtimes: production, simulation, eager --------------------------------------------
     @property
-    def _driver(self) -> Simulation | None:
-        if self._drivers:
-            return self._drivers[-1]
-        if self.conf.task_always_eager:
-            if self._eager is None:
-                from simq.memory.simulation import Simulation
+    def runtime(self) -> Runtime:
+        """Where sends go now: the running simulation, the eager one, or the wall clock and the broker."""
+        runtimes = self._runtimes
+        if len(runtimes) > 1:
+            return runtimes[-1]
+        if self._always_eager:
+            return self._eager_simulation()
+        return runtimes[0]
 
-                self._eager = Simulation(
-                    self, seed=int(self.conf.task_eager_seed), workers=1, eager=True, start=self._wall.now
-                )
-                self._eager._open()
-            return self._eager
-        return None
+    def _eager_simulation(self) -> Simulation:
+        if self._eager is None:
+            from simq.memory.simulation import Simulation
+
+            self._eager = Simulation(
+                self, seed=int(self.conf.task_eager_seed), workers=1, eager=True, start=self._wall_runtime.clock.now
+            )
+            self._eager.open()
+        return self._eager
+
+    @property
+    def simulation(self) -> Simulation | None:
+        """The simulation sends go to now (``app.simulate()``, or eager mode's), or None in production."""
+        from simq.memory.simulation import Simulation
+
+        runtime = self.runtime
+        return runtime if isinstance(runtime, Simulation) else None
+
+    def push_runtime(self, runtime: Runtime) -> None:
+        """Send through ``runtime`` until it is popped (a simulation does this when entered)."""
+        self._runtimes.append(runtime)
+
+    def pop_runtime(self, runtime: Runtime) -> None:
+        if len(self._runtimes) > 1 and self._runtimes[-1] is runtime:
+            self._runtimes.pop()
 
     def simulate(
         self,
@@ -289,7 +241,7 @@ class App:
         from simq.clock import DEFAULT_START
         from simq.memory.simulation import Simulation
 
-        begin = DEFAULT_START if start is None else to_timestamp(start, self._tz)
+        begin = DEFAULT_START if start is None else to_timestamp(start, self.tz)
         return Simulation(
             self,
             seed=seed,
@@ -302,50 +254,35 @@ class App:
             faults=faults,
         )
 
-    def _push_driver(self, driver: Simulation) -> None:
-        self._drivers.append(driver)
-
-    def _pop_driver(self, driver: Simulation) -> None:
-        if self._drivers and self._drivers[-1] is driver:
-            self._drivers.pop()
-
     @property
     def clock(self) -> Clock:
-        driver = self._driver
-        return driver.clock if driver is not None else self._wall
+        return self.runtime.clock
 
     @property
-    def _tz(self) -> Any:
+    def tz(self) -> Any:
+        """The ``timezone`` setting: naive datetimes given as eta or expires are read in it."""
         tz = self.conf.timezone
         return None if tz in (None, "UTC") else ZoneInfo(tz)
 
     # -- results ---------------------------------------------------------------------------
     @property
     def backend(self) -> Backend:
-        driver = self._driver
-        if driver is not None:
-            return driver.backend
-        backend = self._backend
-        if backend is None:
-            with self._lock:  # pool threads asking at once must not each make one
-                if self._backend is None:
-                    self._backend = self._make_backend(self.conf.result_backend)
-                backend = self._backend
-        return backend
+        return self.runtime.backend
 
-    def _make_backend(self, url: str | None) -> Backend:
+    def make_backend(self, url: str | None, clock: Clock) -> Backend:
+        """A result backend for ``url`` (memory, or a ``simq.backends`` entry point) with this app's settings."""
         scheme = urlsplit(url or "memory://").scheme
         # result_expires is checked by the backend (a clear ConfigurationError); records are signed with the app's key
         options = {"expires": self.conf.result_expires, "signer": self.signer}
         if scheme in ("", "memory", "cache+memory"):
-            return MemoryBackend(self.serializers, self._wall, self.conf.result_serializer, **options)
+            return MemoryBackend(self.serializers, clock, self.conf.result_serializer, **options)
         from importlib.metadata import entry_points
 
         for ep in entry_points(group="simq.backends"):
             if ep.name == scheme:
                 factory = ep.load()
                 backend: Backend = factory(
-                    url, serializers=self.serializers, clock=self._wall, serializer=self.conf.result_serializer, **options
+                    url, serializers=self.serializers, clock=clock, serializer=self.conf.result_serializer, **options
                 )
                 return backend
         raise ConfigurationError(
@@ -355,71 +292,53 @@ class App:
     def AsyncResult(self, task_id: str) -> _result.AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self)
 
-    def _wait_for(self, task_id: str, timeout: float | None) -> ResultMeta:
-        driver = self._driver
-        if driver is not None:
-            if self.current_request() is not None:
-                raise SimqError(
-                    f"never call result.get() inside a task (waiting for {task_id}): it would block the worker; "
-                    "use a chain or a chord"
-                )
-            backend = driver.backend
-            driver.run_until(lambda: backend.is_ready(task_id), timeout, waiting_for=task_id)
-            return backend.get_meta(task_id)
-        if urlsplit(self.conf.broker_url).scheme == "memory":
-            raise SimulationIdle(
-                f"task {task_id} is waiting on the memory:// broker but nothing runs it outside a simulation: "
-                "wrap the code in `with app.simulate():`, set task_always_eager=True, or use a real broker"
+    def wait_for(self, task_id: str, timeout: float | None) -> ResultMeta:
+        """Block until ``task_id`` is ready (a simulation runs until it is); what ``result.get()`` does."""
+        if self.current_request() is not None and self.simulation is not None:
+            raise SimqError(
+                f"never call result.get() inside a task (waiting for {task_id}): it would block the worker; "
+                "use a chain or a chord"
             )
-        return self.backend.wait_for(task_id, timeout)
+        return self.runtime.wait(task_id, timeout)
 
     # -- connections ---------------------------------------------------------------------
     def connection(self, url: str | None = None, connect_timeout: float | None = None) -> Transport:
         """A broker connection of your own, to pass as ``apply_async(connection=...)``; close it when done."""
-        driver = self._driver
-        if driver is not None and url is None:
-            return driver.connection()
-        return self._connect(url or self.conf.broker_url, connect_timeout)
+        if url is not None:
+            return self._wall_runtime.connection(url, connect_timeout)
+        return self.runtime.connection(None, connect_timeout)
 
     establish_connection = connection
 
-    def _connect(self, url: str, connect_timeout: float | None) -> Transport:
-        if urlsplit(url).scheme == "memory":
-            raise ConfigurationError(
-                "the memory:// broker lives inside a simulation: use `with app.simulate():` "
-                "or task_always_eager=True"
-            )
-        factory = load_transport(url)
-        timeout = self.conf.broker_connection_timeout if connect_timeout is None else connect_timeout
-        transport = factory(url, connect_timeout=timeout, app=self)
-        transport.declare(self.router.queues.values())
-        return transport
-
     @property
     def pool(self) -> ProducerPool:
-        pool = self._pool
-        if pool is None:
-            with self._lock:
-                if self._pool is None:
-                    url = self.conf.broker_url
-                    self._pool = ProducerPool(lambda timeout: self._connect(url, timeout), int(self.conf.broker_pool_limit))
-                pool = self._pool
-        return pool
+        """The producer connections this app sends with on a real broker."""
+        return self._wall_runtime.pool
+
+    @pool.setter
+    def pool(self, pool: ProducerPool) -> None:
+        self._wall_runtime.set_pool(pool)
+
+    def close(self) -> None:
+        """Close this app's producer connections and result backend connections (production)."""
+        self._wall_runtime.close()
 
     # -- the publish path --------------------------------------------------------------------
-    def _new_id(self) -> str:
-        driver = self._driver
-        return driver.new_id() if driver is not None else str(uuid.uuid4())
+    def new_id(self) -> str:
+        """A fresh task id (from the seed in a simulation)."""
+        return self.runtime.new_id()
 
     def current_request(self) -> Request | None:
+        """The request of the task running in this thread, if any."""
         return getattr(self._local, "request", None)
 
-    def _enter_task(self, request: Request) -> Request | None:
+    def enter_task(self, request: Request) -> Request | None:
+        """A task starts running in this thread (sends from it take their lineage from it); returns the previous one."""
         previous = getattr(self._local, "request", None)
         self._local.request = request
         return previous
 
-    def _leave_task(self, previous: Request | None) -> None:
+    def leave_task(self, previous: Request | None) -> None:
         self._local.request = previous
 
     def send_task(
@@ -429,127 +348,64 @@ class App:
         kwargs: Mapping[str, Any] | None = None,
         *,
         _task: Task | None = None,
-        countdown: float | None = None,
-        eta: datetime | float | None = None,
-        expires: datetime | float | None = None,
-        task_id: str | None = None,
-        serializer: str | None = None,
-        routing_key: str | None = None,
-        exchange: Any = None,
-        queue: Any = None,
-        priority: int | None = None,
-        mandatory: bool = False,
-        immediate: bool = False,
-        link: Any = None,
-        link_error: Any = None,
-        connection: Transport | None = None,
-        connect_timeout: float | None = None,
-        headers: Mapping[str, Any] | None = None,
-        **extra: Any,
+        **options: Any,
     ) -> _result.AsyncResult:
-        """Send task ``name`` (registered here or only on the workers); return its result handle."""
-        embed: dict[str, Any] = {}
-        if extra:
-            group_id = extra.pop("group_id", None)
-            group_index = extra.pop("group_index", None)
-            root_id = extra.pop("root_id", None)
-            parent_id = extra.pop("parent_id", None)
-            for key in ("chain", "chord"):
-                if extra.get(key) is not None:
-                    embed[key] = extra.pop(key)
-                else:
-                    extra.pop(key, None)
-            if extra:
-                key = next(iter(extra))
-                close = difflib.get_close_matches(key, CALL_OPTIONS, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ConfigurationError(f"apply_async got unknown option {key!r}{hint}")
-        else:
-            group_id = group_index = root_id = parent_id = None
-        task = _task if _task is not None else self.tasks.get(name)
-        if countdown is not None and eta is not None:
-            raise ConfigurationError(
-                f"give either countdown= or eta= when sending {name!r}, not both (countdown={countdown!r}, eta={eta!r})"
-            )
-        drivers = self._drivers
-        driver = drivers[-1] if drivers else self._driver
-        clock = driver.clock if driver is not None else self._wall
-        now = clock.now
-        eta_ts: float | None = None
-        if countdown is not None:
-            if isinstance(countdown, bool) or not isinstance(countdown, (int, float)):
-                raise ConfigurationError(f"countdown must be a number of seconds, got {countdown!r}")
-            eta_ts = now + countdown
-        elif eta is not None:
-            eta_ts = to_timestamp(eta, self._tz)
-        if eta_ts is not None:
-            limit = self.conf["task_eta_limit"]
-            if eta_ts != eta_ts or (limit is not None and eta_ts - now > limit):
-                raise ConfigurationError(
-                    f"the eta of {name!r} is {eta_ts - now:.0f} s ahead, beyond task_eta_limit={limit} s: "
-                    "a worker would hold it for ever; raise task_eta_limit (None disables it) if you mean it"
-                )
-        expires_ts: float | None = None
-        if expires is None and task is not None and task.expires is not None:
-            expires = task.expires
-        if expires is not None:
-            expires_ts = to_timestamp(expires, self._tz) if isinstance(expires, datetime) else now + float(expires)
-        conf = self.conf
-        if priority is None and task is not None:
-            priority = task.priority
-        if priority is None:
-            priority = conf["task_default_priority"]
-        if priority is not None:
-            validate_priority(priority)
-        if serializer is None:
-            serializer = (task.serializer if task is not None else None) or conf["task_serializer"]
-        if link is not None:
-            embed["callbacks"] = _signature_list(self, link)
-        if link_error is not None:
-            embed["errbacks"] = _signature_list(self, link_error)
-        current = getattr(self._local, "request", None)
-        if current is not None:
-            parent_id = parent_id or current.message.id
-            root_id = root_id or current.message.root_id or current.message.id
-        task_id = task_id or self._new_id()
-        message = TaskMessage(
-            id=task_id,
-            task=name,
-            args=tuple(args) if args is not None else (),
-            kwargs=dict(kwargs) if kwargs else {},
-            eta=eta_ts,
-            expires=expires_ts,
-            priority=priority,
-            root_id=root_id or task_id,
-            parent_id=parent_id,
-            group=group_id,
-            group_index=group_index,
-            embed=embed,
-            headers=dict(headers) if headers else {},
-        )
-        route = self._route(name, task, queue, exchange, routing_key, args, kwargs)
-        envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
-        if driver is not None:
-            driver.on_send(message, route)
-            transport = connection or driver.producer
-            transport.publish(
-                envelope, route.exchange.name, route.routing_key, mandatory=mandatory, immediate=immediate
-            )
-            driver.after_send()
-        elif connection is not None:
-            connection.publish(envelope, route.exchange.name, route.routing_key, mandatory=mandatory, immediate=immediate)
-        elif (batch := getattr(self._local, "batch", None)) is not None and not (mandatory or immediate):
-            batch.append((envelope, route.exchange.name, route.routing_key))  # published by batched_publishing()
-        else:
-            exchange_name, routing_key = route.exchange.name, route.routing_key
-            self.pool.run(
-                lambda t: t.publish(envelope, exchange_name, routing_key, mandatory=mandatory, immediate=immediate),
-                connect_timeout,
-            )
-        return AsyncResult(task_id, self)
+        """Send task ``name`` (registered here or only on the workers) with ``apply_async``'s options."""
+        if options:
+            check_options(options)
+        return self.send_call(name, args, kwargs, options, task=_task)
 
-    @contextlib.contextmanager
-    def batched_publishing(self) -> Iterator[None]:
+    def send_call(
+        self,
+        name: str,
+        args: Sequence[Any] | None,
+        kwargs: Mapping[str, Any] | None,
+        options: Mapping[str, Any],
+        *,
+        task: Task | None = None,
+        lineage: Lineage = NO_LINEAGE,
+        embed: Mapping[str, Any] | None = None,
+    ) -> _result.AsyncResult:
+        """The one publish path: build the message (``simq.calling``), route, encode, sign, publish."""
+        if task is None:
+            task = self.tasks.get(name)
+        runtime = self.runtime
+        get = options.get
+        link, link_error = get("link"), get("link_error")
+        if link is not None or link_error is not None:
+            from simq.canvas import to_signature_dicts
+
+            embed = dict(embed) if embed else {}
+            if link is not None:
+                embed["callbacks"] = to_signature_dicts(self, link)
+            if link_error is not None:
+                embed["errbacks"] = to_signature_dicts(self, link_error)
+        message, serializer = build(
+            self, name, args, kwargs, task, options, runtime.clock.now, None, self.current_request(), lineage, embed
+        )
+        route = self.route(name, task, get("queue"), get("exchange"), get("routing_key"), args, kwargs)
+        envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
+        runtime.publish(
+            message,
+            envelope,
+            route.exchange.name,
+            route.routing_key,
+            mandatory=bool(get("mandatory")),
+            immediate=bool(get("immediate")),
+            connection=get("connection"),
+            connect_timeout=get("connect_timeout"),
+        )
+        return AsyncResult(message.id, self)
+
+    def send_signature(
+        self, sig: Any, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Any:
+        """Send a signature or a whole canvas (what ``sig.apply_async()`` does); returns its result handle."""
+        from simq.canvas.run import send
+
+        return send(self, sig, args, kwargs, options)
+
+    def batched_publishing(self) -> contextlib.AbstractContextManager[None]:
         """Collect the sends made inside (in this thread) and publish them together on exit.
 
         On a real broker this is one ``publish_many`` (on Redis, one pipelined
@@ -558,19 +414,10 @@ class App:
         ``immediate=`` or their own ``connection=`` go out at once, as do all
         sends inside a simulation or in eager mode (where a send runs at once).
         """
-        if self._driver is not None or getattr(self._local, "batch", None) is not None:
-            yield
-            return
-        batch: list[tuple[Any, str, str]] = []
-        self._local.batch = batch
-        try:
-            yield
-        finally:
-            self._local.batch = None
-            if batch:
-                self.pool.run(lambda t: t.publish_many(batch))
+        return self.runtime.batched()
 
-    def _route(self, name: str, task: Task | None, queue: Any, exchange: Any, routing_key: Any, args: Any, kwargs: Any) -> Route:
+    def route(self, name: str, task: Task | None, queue: Any, exchange: Any, routing_key: Any, args: Any, kwargs: Any) -> Route:
+        """The route of a call: the call's queue/exchange/key, else the task's, else ``task_routes``, else the default."""
         router = self._router if self._router is not None else self.router
         key = (name, queue, exchange, routing_key)
         routes = router.routes
@@ -592,42 +439,17 @@ class App:
             self._route_cache[key] = route
         return route
 
-    def _republish(self, message: TaskMessage, delivery: Delivery, serializer: str, options: Mapping[str, Any] | None = None) -> None:
-        """Send ``message`` again the way ``delivery`` came (retries), or as ``options`` route it."""
-        exchange, routing_key = delivery.exchange, delivery.routing_key
+    def republish(self, message: TaskMessage, serializer: str, exchange: str, routing_key: str, options: Mapping[str, Any] | None = None) -> None:
+        """Send ``message`` again (retries): to ``exchange``/``routing_key``, or where ``options`` route it."""
         if options:
             if options.get("serializer"):
                 serializer = options["serializer"]
             if any(options.get(k) is not None for k in ("queue", "exchange", "routing_key")):
-                route = self._route(message.task, self.tasks.get(message.task), options.get("queue"),
-                                    options.get("exchange"), options.get("routing_key"), message.args, message.kwargs)
+                route = self.route(message.task, self.tasks.get(message.task), options.get("queue"),
+                                   options.get("exchange"), options.get("routing_key"), message.args, message.kwargs)
                 exchange, routing_key = route.exchange.name, route.routing_key
         envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
-        driver = self._driver
-        if driver is not None:
-            driver.producer.publish(envelope, exchange, routing_key)
-            return
-        # a connection that failed is dropped, never reused; a pooled one the broker closed is replaced
-        self.pool.run(lambda t: t.publish(envelope, exchange, routing_key))
-
-    def _apply_locally(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any]) -> _result.AsyncResult:
-        """``Task.apply``: run here, now, without a broker; the result lands in this app's backend."""
-        from simq.task import Context
-
-        task_id = options.get("task_id") or self._new_id()
-        task.push_request(Context(id=task_id, task=task.name, args=args, kwargs=kwargs, called_directly=False, is_eager=True))
-        backend = self.backend
-        try:
-            value = task.run(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - stored, as a worker would
-            import traceback
-
-            backend.mark_as_failure(task_id, exc, traceback.format_exc())
-        else:
-            backend.store_result(task_id, value, states.SUCCESS, name=task.name)
-        finally:
-            task.pop_request()
-        return AsyncResult(task_id, self)
+        self.runtime.publish(message, envelope, exchange, routing_key)
 
     # -- workers -------------------------------------------------------------------------------
     def Worker(  # noqa: N802 - Celery's name
@@ -650,7 +472,7 @@ class App:
 
         return Worker(
             app=self,
-            transport=transport or self._connect(self.conf.broker_url, None),
+            transport=transport or self._wall_runtime.connection(None, None),
             clock=clock or WallClock(),
             hostname=hostname or f"simq@{socket.gethostname()}",
             queues=list(queues) if queues is not None else None,
@@ -658,92 +480,3 @@ class App:
             prefetch_multiplier=prefetch_multiplier,
             pool=pool,
         )
-
-
-def _signature_list(app: App, value: Any) -> list[dict[str, Any]]:
-    from simq.canvas import to_signature_dicts
-
-    return to_signature_dicts(app, value)
-
-
-# shared_task is app-agnostic by definition, so it needs the one piece of
-# process-wide state simq keeps: the definitions, and which app is current.
-_shared_definitions: list[tuple[Callable[..., Any], dict[str, Any]]] = []
-_apps: list[weakref.ref[App]] = []
-_current_app: contextvars.ContextVar[App | None] = contextvars.ContextVar("simq_current_app", default=None)
-# The app most recently made current in any thread: where a fresh thread's current_app() goes.
-_default: list[weakref.ref[App]] = []
-
-
-def _make_default(app: App) -> None:
-    _default[:] = [weakref.ref(app)]
-
-
-def _register_shared(app: App) -> None:
-    _apps.append(weakref.ref(app))
-    _current_app.set(app)
-    _make_default(app)
-    for fun, options in _shared_definitions:
-        app._register(fun, options)
-
-
-def current_app() -> App:
-    """The app made current in this context (``app.set_current()``), else the process's newest one.
-
-    A thread started by user code, or by a library, does not inherit the
-    context of the thread that started it; it falls back to the app most
-    recently made current anywhere in the process, as Celery's default app does.
-    """
-    app = _current_app.get()
-    if app is None:
-        app = _process_default()
-    if app is None:
-        raise ConfigurationError("no simq App exists yet: create one with simq.App('name')")
-    return app
-
-
-def _process_default() -> App | None:
-    for ref in reversed(_default):
-        app = ref()
-        if app is not None:
-            return app
-    return None
-
-
-class SharedTask:
-    """A task defined without an app: it is registered on every app and resolves to the current one."""
-
-    def __init__(self, fun: Callable[..., Any], options: dict[str, Any]) -> None:
-        self._fun = fun
-        self._options = options
-        self.name = options.get("name") or f"{fun.__module__}.{fun.__qualname__}"
-        self.__wrapped__ = fun
-        self.__doc__ = fun.__doc__
-
-    def _task(self) -> Task:
-        return current_app().tasks[self.name]
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._task(), attr)
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._task()(*args, **kwargs)
-
-    def __repr__(self) -> str:
-        return f"<@shared_task: {self.name}>"
-
-
-def shared_task(*args: Any, **options: Any) -> Any:
-    """``@shared_task``: a task registered on every App, used through the current one."""
-
-    def decorator(fun: Callable[..., Any]) -> SharedTask:
-        _shared_definitions.append((fun, dict(options)))
-        for ref in _apps:
-            app = ref()
-            if app is not None:
-                app._register(fun, options)
-        return SharedTask(fun, dict(options))
-
-    if len(args) == 1 and callable(args[0]) and not options:
-        return decorator(args[0])
-    return decorator

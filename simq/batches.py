@@ -212,7 +212,7 @@ class Batches(Task):
             b.mark_guard = guard
         app = self.app
         self.push_request(requests[0])
-        previous = app._enter_task(requests[0])
+        previous = app.enter_task(requests[0])
         error: BaseException | None = None
         trace = ""
         retval: Any = None
@@ -223,7 +223,7 @@ class Batches(Task):
             error = exc
             trace = tb_module.format_exc()
         finally:
-            app._leave_task(previous)
+            app.leave_task(previous)
             self.pop_request()
             for b, prev in zip(backends, previous_guards, strict=True):
                 b.mark_guard = prev
@@ -252,5 +252,5 @@ class Batches(Task):
 
 
 def _eager(worker: Worker) -> bool:
-    driver = worker.app._driver
+    driver = worker.app.simulation
     return bool(driver is not None and getattr(driver, "eager", False))

@@ -15,12 +15,14 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import attrs
 
-__all__ = ["Clock", "EagerClock", "TimePatch", "Timer", "VirtualClock", "WallClock"]
+from simq.exceptions import ConfigurationError
+
+__all__ = ["Clock", "EagerClock", "TimePatch", "Timer", "VirtualClock", "WallClock", "to_timestamp"]
 
 
 @attrs.define(eq=False, slots=True)
@@ -330,3 +332,14 @@ class TimePatch:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def to_timestamp(value: datetime | float | int, tz: Any = None) -> float:
+    """A datetime (naive ones are in ``tz``, UTC by default) or epoch seconds, as epoch seconds."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=tz or UTC)
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"eta must be a datetime or epoch seconds, got {value!r}")
+    return float(value)

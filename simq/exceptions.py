@@ -6,6 +6,10 @@ Each message names the offending value and says how to mend it.
 from __future__ import annotations
 
 import builtins
+import json
+import sys
+from collections.abc import Mapping
+from typing import Any
 
 
 class SimqError(Exception):
@@ -107,8 +111,6 @@ class ChordError(SimqError):
         super().__init__(message, task_id, cause)
         self.task_id = task_id
         if isinstance(cause, dict) and "exc_type" in cause:
-            from simq.backends.base import exception_from_dict
-
             self.__cause__ = exception_from_dict(cause)
         elif isinstance(cause, BaseException):
             self.__cause__ = cause
@@ -181,4 +183,44 @@ __all__ = [
     "UnknownQueue",
     "Unroutable",
     "WorkerLostError",
+    "exception_from_dict",
+    "exception_to_dict",
 ]
+
+
+def exception_to_dict(exc: BaseException) -> dict[str, Any]:
+    """How a result backend stores an exception: its class name, module and arguments (as json data)."""
+    cls = type(exc)
+    args: Any = exc.args
+    try:
+        json.dumps(args)
+    except (TypeError, ValueError):
+        args = [repr(a) for a in exc.args]
+    return {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": list(args)}
+
+
+def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
+    """The exception a stored record describes; a stand-in ``SimqError`` subclass when its class is not loaded."""
+    name = data.get("exc_type", "Exception")
+    module = data.get("exc_module", "builtins")
+    args = data.get("exc_message", ())
+    if not isinstance(args, list | tuple):
+        args = (args,)
+    cls: Any = None
+    # Only modules already imported: reading a record never imports (runs) code it names.
+    mod = builtins if module == "builtins" else sys.modules.get(str(module))
+    if mod is not None:
+        try:
+            cls = mod
+            for part in str(name).split("."):
+                cls = getattr(cls, part)
+        except AttributeError:
+            cls = None
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        cls = type(str(name).rsplit(".", 1)[-1], (SimqError,), {"__module__": str(module)})
+    try:
+        return cls(*args)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - exception classes with odd signatures
+        exc = cls.__new__(cls)
+        exc.args = tuple(args)
+        return exc  # type: ignore[no-any-return]

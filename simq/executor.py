@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from simq import states
+from simq.clock import to_timestamp
 from simq.exceptions import BrokerUnavailable, Retry
 from simq.hooks import Hooks
 from simq.task import backoff_countdown
@@ -141,7 +142,7 @@ class Executor:
         requests = task._stack()  # what self.request reads, in this thread
         requests.append(request)  # its Context is built only if the task reads self.request
         app = self.app
-        previous = app._enter_task(request)
+        previous = app.enter_task(request)
         timed = log.isEnabledFor(logging.INFO)  # the runtime is only read by the log line
         began = self.clock.now if timed else 0.0
         try:
@@ -160,7 +161,7 @@ class Executor:
                 hook(self, request)
             return self.failed(request, exc, tb_module.format_exc(), self.clock.now - began if timed else 0.0)
         finally:
-            app._leave_task(previous)
+            app.leave_task(previous)
             requests.pop()
         for hook in hooks.after_run:
             hook(self, request)
@@ -229,8 +230,6 @@ class Executor:
 
     def retried(self, request: Request, retry: Retry) -> Outcome:
         """Send the task again as ``retry`` asks; if that fails, the task fails."""
-        from simq.worker import to_timestamp
-
         message = request.message
         task = request.task
         args_override = getattr(retry, "args_override", None)
@@ -256,7 +255,8 @@ class Executor:
             again = attrs.evolve(again, expires=to_timestamp(expires) if not isinstance(expires, int | float) else now + float(expires))
         serializer = self.app.serializers.name_for(request.delivery.envelope.content_type)
         try:
-            self.app._republish(again, request.delivery, serializer, options)
+            delivery = request.delivery
+            self.app.republish(again, serializer, delivery.exchange, delivery.routing_key, options)
         except Exception as exc:  # noqa: BLE001 - could not send the retry: the task fails
             return self.failed(request, exc, tb_module.format_exc())
         self.backend.mark_as_retry(message.id, retry.exc, None, retries=again.retries)

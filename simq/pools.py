@@ -299,7 +299,7 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=spec.loglevel, format=spec.log_format)
     from simq.clock import WallClock
-    from simq.production import load_app
+    from simq.loading import load_app
     from simq.worker import Request
 
     app = load_app(spec.app)
@@ -331,10 +331,5 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
             conn.send(outcome)
         except (EOFError, OSError):
             break
-    close = getattr(app.backend, "close", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            close()
-    if app._pool is not None:
-        with contextlib.suppress(Exception):
-            app._pool.close()
+    with contextlib.suppress(Exception):
+        app.close()

@@ -21,7 +21,6 @@ the worker with exit code 3: retrying would not mend them.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import signal
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from simq.clock import WallClock
 from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError
+from simq.loading import load_app
 from simq.pools import ChildSpec, Pool, ProcessPool, ThreadPool
 from simq.transport import redact_url
 
@@ -46,31 +46,6 @@ __all__ = ["WorkerProcess", "load_app", "main", "parse_args"]
 log = logging.getLogger("simq.production")
 
 POOLS = ("solo", "threads", "processes")
-
-
-def load_app(spec: str) -> App:
-    """``module:attribute`` (or ``module``, which must hold ``app``) -> the App it names."""
-    from simq.app import App
-
-    module_name, _, attr = spec.partition(":")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import {module_name!r} for -A {spec!r}: {exc}") from exc
-    candidates = [attr] if attr else ["app", "simq_app"]
-    for name in candidates:
-        value: Any = module
-        try:
-            for part in name.split("."):
-                value = getattr(value, part)
-        except AttributeError:
-            continue
-        if isinstance(value, App):
-            return value
-        raise ConfigurationError(f"-A {spec!r} names {type(value).__name__} {name!r}, not a simq.App")
-    raise ConfigurationError(f"module {module_name!r} has no App named {' or '.join(candidates)!r}; use -A module:attribute")
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from simq import states
 from simq.backends.base import ResultMeta
+from simq.canvas import records
 from simq.exceptions import TaskRevokedError
+from simq.shared import current_app
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -26,8 +28,6 @@ class AsyncResult:
 
     def __init__(self, id: str, app: App | None = None, parent: Any = None) -> None:  # noqa: A002 - Celery's name
         if app is None:
-            from simq.app import current_app
-
             app = current_app()
         self.id = id
         self.app = app
@@ -52,7 +52,7 @@ class AsyncResult:
         if meta is None:
             meta = self.app.backend.get_meta(self.id)
             if not meta.ready:
-                meta = self.app._wait_for(self.id, timeout)
+                meta = self.app.wait_for(self.id, timeout)
         self._meta = meta
         if meta.state in states.PROPAGATE_STATES and propagate:
             exc = meta.result
@@ -99,9 +99,7 @@ class AsyncResult:
     @property
     def children(self) -> list[Any]:
         """The results of what this task sent when it finished (callbacks, the next chain link)."""
-        from simq.canvas import load_children, result_from_spec
-
-        return [result_from_spec(self.app, spec) for spec in load_children(self.app, self.id)]
+        return [result_from_spec(self.app, spec) for spec in records.load_children(self.app, self.id)]
 
     def forget(self) -> None:
         self._meta = None
@@ -132,8 +130,6 @@ class GroupResult:
 
     def __init__(self, id: str, results: Sequence[Any] = (), app: App | None = None, parent: Any = None) -> None:  # noqa: A002
         if app is None:
-            from simq.app import current_app
-
             app = current_app()
         self.id = id
         self.results = list(results)
@@ -143,13 +139,9 @@ class GroupResult:
     @classmethod
     def restore(cls, id: str, app: App | None = None) -> GroupResult | None:  # noqa: A002
         """The group saved under ``id``, or None if the backend has no such group."""
-        from simq.canvas import load_group_spec, result_from_spec
-
         if app is None:
-            from simq.app import current_app
-
             app = current_app()
-        spec = load_group_spec(app, id)
+        spec = records.load_group_spec(app, id)
         if spec is None:
             return None
         result = result_from_spec(app, spec)
@@ -157,9 +149,7 @@ class GroupResult:
         return result
 
     def save(self) -> GroupResult:
-        from simq.canvas.run import _save_group
-
-        _save_group(self.app, self.id, _spec_of(self))
+        records.save_group(self.app, self.id, _spec_of(self))
         return self
 
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> list[Any]:
@@ -231,3 +221,10 @@ def _spec_of(result: Any) -> Any:
     if isinstance(result, GroupResult):
         return {"g": result.id, "r": [_spec_of(r) for r in result.results]}
     return result.id
+
+
+def result_from_spec(app: App, spec: Any) -> AsyncResult | GroupResult:
+    """The result handle for a spec (a task id, or ``{"g": group_id, "r": [...]}``) as the canvas stores them."""
+    if isinstance(spec, Mapping):
+        return GroupResult(str(spec["g"]), [result_from_spec(app, s) for s in spec["r"]], app)
+    return AsyncResult(str(spec), app)

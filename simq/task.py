@@ -166,7 +166,24 @@ class Task:
 
     def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> AsyncResult:
         """Run the task locally and synchronously, with no broker; return its result handle."""
-        return self.app._apply_locally(self, tuple(args or ()), dict(kwargs or {}), options)
+        import traceback
+
+        from simq import states
+
+        app = self.app
+        args, kwargs = tuple(args or ()), dict(kwargs or {})
+        task_id = options.get("task_id") or app.new_id()
+        self.push_request(Context(id=task_id, task=self.name, args=args, kwargs=kwargs, called_directly=False, is_eager=True))
+        backend = app.backend
+        try:
+            value = self.run(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - stored, as a worker would
+            backend.mark_as_failure(task_id, exc, traceback.format_exc())
+        else:
+            backend.store_result(task_id, value, states.SUCCESS, name=self.name)
+        finally:
+            self.pop_request()
+        return self.AsyncResult(task_id)
 
     def retry(
         self,
@@ -223,7 +240,7 @@ class Task:
 
     # -- canvas ----------------------------------------------------------------------------
     def signature(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
-        from simq.canvas import Signature
+        from simq.canvas.signatures import Signature
 
         return Signature(self, args, kwargs, options)
 
@@ -231,31 +248,31 @@ class Task:
 
     def s(self, *args: Any, **kwargs: Any) -> Any:
         """A partial signature: the parent's result will be prepended to ``args``."""
-        from simq.canvas import Signature
+        from simq.canvas.signatures import Signature
 
         return Signature(self, args, kwargs)
 
     def si(self, *args: Any, **kwargs: Any) -> Any:
         """An immutable signature: it takes nothing from its parent."""
-        from simq.canvas import Signature
+        from simq.canvas.signatures import Signature
 
         return Signature(self, args, kwargs, immutable=True)
 
     def map(self, it: Any) -> Any:
         """One message that calls this task on each item of ``it``, in order: ``tsum.map([range(3), range(4)])``."""
-        from simq.canvas import xmap
+        from simq.canvas.signatures import xmap
 
         return xmap(self, it, app=self.app)
 
     def starmap(self, it: Any) -> Any:
         """Like ``map`` but each item is an argument tuple: ``add.starmap(zip(range(3), range(3)))``."""
-        from simq.canvas import xstarmap
+        from simq.canvas.signatures import xstarmap
 
         return xstarmap(self, it, app=self.app)
 
     def chunks(self, it: Any, n: int) -> Any:
         """Split ``it`` (argument tuples) into parts of ``n``; each part is one ``starmap`` message."""
-        from simq.canvas import chunks
+        from simq.canvas.composites import chunks
 
         return chunks(self, it, n, app=self.app)
 

@@ -14,18 +14,16 @@ and ``_wait``; everything else is here.
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import datetime
 import math
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from simq import states
-from simq.exceptions import ConfigurationError, SimqError
+from simq.exceptions import ConfigurationError, exception_from_dict, exception_to_dict
 
 if TYPE_CHECKING:
     from simq.clock import Clock
@@ -78,44 +76,6 @@ class ResultMeta:
 
 
 _EXCEPTION_STATES = frozenset((states.FAILURE, states.RETRY, states.REVOKED))
-
-
-def exception_to_dict(exc: BaseException) -> dict[str, Any]:
-    cls = type(exc)
-    args: Any = exc.args
-    try:
-        import json
-
-        json.dumps(args)
-    except (TypeError, ValueError):
-        args = [repr(a) for a in exc.args]
-    return {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": list(args)}
-
-
-def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
-    name = data.get("exc_type", "Exception")
-    module = data.get("exc_module", "builtins")
-    args = data.get("exc_message", ())
-    if not isinstance(args, list | tuple):
-        args = (args,)
-    cls: Any = None
-    # Only modules already imported: reading a record never imports (runs) code it names.
-    mod = builtins if module == "builtins" else sys.modules.get(str(module))
-    if mod is not None:
-        try:
-            cls = mod
-            for part in str(name).split("."):
-                cls = getattr(cls, part)
-        except AttributeError:
-            cls = None
-    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
-        cls = type(str(name).rsplit(".", 1)[-1], (SimqError,), {"__module__": str(module)})
-    try:
-        return cls(*args)  # type: ignore[no-any-return]
-    except Exception:  # noqa: BLE001 - exception classes with odd signatures
-        exc = cls.__new__(cls)
-        exc.args = tuple(args)
-        return exc  # type: ignore[no-any-return]
 
 
 @attrs.define(eq=False)

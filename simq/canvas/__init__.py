@@ -32,11 +32,11 @@ counting, the worker's hooks, the map/starmap built-ins).
 
 
 from simq.canvas.checks import validate
+from simq.canvas.composites import chain, chord, chunks, group
 from simq.canvas.plan import result_from_spec
+from simq.canvas.records import load_children, load_group_spec
 from simq.canvas.run import (
     INLINE_CHAIN,
-    load_children,
-    load_group_spec,
     on_failure,
     on_revoked,
     on_success,
@@ -48,11 +48,7 @@ from simq.canvas.signatures import (
     MAP_TASK,
     STARMAP_TASK,
     Signature,
-    chain,
-    chord,
-    chunks,
     from_dict,
-    group,
     signature,
     xmap,
     xstarmap,

@@ -6,7 +6,7 @@ these functions are the names the rest of simq calls.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from simq.canvas.signatures import Signature
@@ -44,8 +44,7 @@ def result_of(app: App, sig: Signature, parent: Any = None) -> Any:
 
 
 def result_from_spec(app: App, spec: Any) -> AsyncResult | GroupResult:
-    from simq.result import AsyncResult, GroupResult
+    """The result handle for a stored spec (see ``simq.result.result_from_spec``)."""
+    from simq.result import result_from_spec as build
 
-    if isinstance(spec, Mapping):
-        return GroupResult(str(spec["g"]), [result_from_spec(app, s) for s in spec["r"]], app)
-    return AsyncResult(str(spec), app)
+    return build(app, spec)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -12,7 +11,10 @@ import attrs
 
 from simq import states
 from simq.backends.base import exception_to_dict
+from simq.calling import NO_LINEAGE, Lineage, check_options
+from simq.canvas import records
 from simq.canvas.checks import validate
+from simq.canvas.composites import chain, chunks
 from simq.canvas.plan import count as _count
 from simq.canvas.plan import leaf_ids as _leaf_ids
 from simq.canvas.plan import prepare as _prepare
@@ -25,8 +27,6 @@ from simq.canvas.signatures import (
     _as_signature,
     _deep_copy,
     _listify,
-    chain,
-    chunks,
     from_dict,
 )
 from simq.exceptions import ChordError, InvalidSignature
@@ -43,7 +43,6 @@ log = logging.getLogger("simq.canvas")
 #: Continuations longer than this are stored in the result backend instead of riding in every message.
 INLINE_CHAIN = 8
 
-_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def send(app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> Any:
@@ -106,27 +105,24 @@ class Runner:
         group_id: str | None,
         group_index: int | None,
     ) -> None:
-        app = self.app
-        app.send_task(
-            name,
-            args,
-            kwargs,
-            _task=app.tasks.get(name),
-            chain=cont or None,
-            chord=dict(ctx) if ctx else None,
-            group_id=group_id,
-            group_index=group_index,
-            **options,
-        )
+        if options:
+            check_options(options)
+        embed = {}
+        if cont:
+            embed["chain"] = cont
+        if ctx:
+            embed["chord"] = dict(ctx)
+        lineage = Lineage(group_id, group_index) if group_id is not None else NO_LINEAGE
+        self.app.send_call(name, args, kwargs, options, lineage=lineage, embed=embed)
 
     def continuation(self, tasks: list[Signature], chain_id: str | None) -> list[Any]:
-        return _make_cont(self.app, tasks, chain_id or self.app._new_id())
+        return _make_cont(self.app, tasks, chain_id or self.app.new_id())
 
     def pop(self, cont: Sequence[Any]) -> tuple[Signature, list[Any]]:
         return _pop(self.app, cont)
 
     def save_group(self, gid: str, spec: Any) -> None:
-        _save_group(self.app, gid, spec)
+        records.save_group(self.app, gid, spec)
 
     def empty_group(self, gid: str, ctx: Mapping[str, Any] | None) -> None:
         """A group with no members is done when reached, with the value ``[]``."""
@@ -139,7 +135,7 @@ class Runner:
     ) -> dict[str, Any]:
         """Store the chord's record; return what its header tasks carry to report to it."""
         app = self.app
-        _store(app, _chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": _spec(header)})
+        records.store(app, records.chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": _spec(header)})
         # "fail": what to mark FAILURE if the chord's record cannot be read back (the message is signed, the record may not be)
         fail = _fail_ids(app, body, cont, ctx)
         return {"id": cid, "size": _count(header), "fail": fail}
@@ -160,7 +156,7 @@ def _make_cont(app: App, tasks: list[Signature], chain_id: str) -> list[Any]:
     serializer = app.conf.task_serializer
     for i, t in enumerate(tasks):
         body, _, _ = app.serializers.dumps(t, serializer, what="chain link")
-        backend.put_record(_link_key(chain_id, i), body)
+        backend.put_record(records.link_key(chain_id, i), body)
     return [{"ref": chain_id, "next": 0, "size": len(tasks), "fail": _spec_ids(_spec(tasks[-1]))}]
 
 
@@ -172,7 +168,7 @@ def _pop(app: App, cont: Sequence[Any]) -> tuple[Signature, list[Any]]:
     head, rest = cont[0], list(cont[1:])
     if _is_ref(head):
         index, size = int(head["next"]), int(head["size"])
-        sig = from_dict(_load(app, _link_key(str(head["ref"]), index)), app)
+        sig = from_dict(records.load(app, records.link_key(str(head["ref"]), index)), app)
         if index + 1 < size:
             rest.insert(0, {"ref": head["ref"], "next": index + 1, "size": size})
         return sig, rest
@@ -181,7 +177,7 @@ def _pop(app: App, cont: Sequence[Any]) -> tuple[Signature, list[Any]]:
 
 def _iter_ref(app: App, item: Mapping[str, Any]) -> Iterator[Signature]:
     for index in range(int(item["next"]), int(item["size"])):
-        yield from_dict(_load(app, _link_key(str(item["ref"]), index)), app)
+        yield from_dict(records.load(app, records.link_key(str(item["ref"]), index)), app)
 
 
 def _spec_ids(spec: Any) -> list[str]:
@@ -214,54 +210,6 @@ def _unreadable(app: App, err: InvalidSignature, fail: Iterable[Any], step: str)
             done = False
         if not done:
             backend.mark_as_failure(task_id, err)
-
-
-# -- backend records -------------------------------------------------------------------------------
-
-def _chord_key(cid: str) -> str:
-    return f"simq-chord-{cid}"
-
-
-def _link_key(chain_id: str, index: int) -> str:
-    return f"simq-chain-{chain_id}-{index}"
-
-
-def _group_key(gid: str) -> str:
-    return f"simq-group-{gid}"
-
-
-def _children_key(task_id: str) -> str:
-    return f"simq-children-{task_id}"
-
-
-def _store(app: App, key: str, value: Any) -> None:
-    body, _, _ = app.serializers.dumps(value, app.conf.task_serializer, what=key)
-    app.backend.put_record(key, body)
-
-
-def _load(app: App, key: str) -> Any:
-    raw = app.backend.get_record(key)  # verified before it is decoded: RecordSignatureError
-    if raw is None:
-        raise InvalidSignature(f"canvas record {key!r} is missing from the result backend (expired or never stored)")
-    return app.serializers.get(app.conf.task_serializer).decode(raw)
-
-
-def _save_group(app: App, gid: str, spec: Any) -> None:
-    _store(app, _group_key(gid), spec)
-
-
-def load_group_spec(app: App, gid: str) -> Any:
-    raw = app.backend.get_record(_group_key(gid))
-    if raw is None:
-        return None
-    return app.serializers.get(app.conf.task_serializer).decode(raw)
-
-
-def load_children(app: App, task_id: str) -> list[Any]:
-    raw = app.backend.get_record(_children_key(task_id))
-    if raw is None:
-        return []
-    return list(json.loads(raw))
 
 
 def _collect(app: App, spec: Any) -> Any:
@@ -320,7 +268,7 @@ def on_success(worker: Worker, request: Request, retval: Any) -> None:
         _chord_part_done(app, ctx, request.id)
     if children:
         # ids and nested lists only: always plain json, whatever the task serializer
-        app.backend.put_record(_children_key(request.id), _JSON.encode(children).encode("utf-8"))
+        records.save_children(app, request.id, children)
 
 
 def _chord_part_done(app: App, ctx: Mapping[str, Any], part_id: str) -> None:
@@ -333,7 +281,7 @@ def _chord_part_done(app: App, ctx: Mapping[str, Any], part_id: str) -> None:
     body not marked sent, and sends it (at least once, never zero times).
     """
     backend = app.backend
-    key = _chord_key(str(ctx["id"]))
+    key = records.chord_key(str(ctx["id"]))
     size = int(ctx["size"])
     done = backend.count_part(f"{key}.done", f"{key}.part.{part_id}")
     if done is None:  # counted before: only a body that never went out is our business
@@ -342,7 +290,7 @@ def _chord_part_done(app: App, ctx: Mapping[str, Any], part_id: str) -> None:
     elif done != size:
         return
     try:
-        record = _load(app, key)
+        record = records.load(app, key)
         values = _collect(app, record["spec"])  # header results are records too: verified before decoding
     except InvalidSignature as err:
         _unreadable(app, err, ctx.get("fail", ()), f"chord {ctx['id']}")
@@ -419,10 +367,10 @@ def _chord_failed(app: App, ctx: Mapping[str, Any], exc: BaseException, failed_i
     from simq.task import Context
 
     cid = str(ctx["id"])
-    if app.backend.incr(f"{_chord_key(cid)}.failed") != 1:
+    if app.backend.incr(f"{records.chord_key(cid)}.failed") != 1:
         return
     try:
-        record = _load(app, _chord_key(cid))
+        record = records.load(app, records.chord_key(cid))
     except InvalidSignature as unreadable:
         _unreadable(app, unreadable, ctx.get("fail", ()), f"chord {cid}")
         return
@@ -463,8 +411,8 @@ def register_builtins(app: App) -> None:
         items = args[0] if args else it
         return [fun(*item) for item in items]
 
-    app._register(simq_map, {"name": MAP_TASK})
-    app._register(simq_starmap, {"name": STARMAP_TASK})
+    app.task(name=MAP_TASK)(simq_map)
+    app.task(name=STARMAP_TASK)(simq_starmap)
 
 
 # -- link= / link_error= on apply_async --------------------------------------------------------------

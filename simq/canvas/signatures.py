@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from simq.exceptions import InvalidSignature
+from simq.shared import current_app
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -13,14 +14,27 @@ if TYPE_CHECKING:
     from simq.canvas.run import Runner
     from simq.task import Task
 
-__all__ = ["MAP_TASK", "STARMAP_TASK", "Signature", "chain", "chord", "chunks", "from_dict", "group", "signature", "xmap", "xstarmap"]
+__all__ = ["MAP_TASK", "STARMAP_TASK", "Signature", "from_dict", "signature", "xmap", "xstarmap"]
 
 MAP_TASK = "simq.map"
 STARMAP_TASK = "simq.starmap"
 
 
 class Signature(dict[str, Any]):
-    """A task call that has not been sent: ``add.s(2, 2)``, ``add.si(2, 2)``, ``signature("proj.add", (2, 2))``."""
+    """A task call that has not been sent: ``add.s(2, 2)``, ``add.si(2, 2)``, ``signature("proj.add", (2, 2))``.
+
+    Composite kinds (``simq.canvas.composites``) subclass it with a ``kind``
+    name; ``from_dict`` rebuilds the right class from the ``subtask_type`` a
+    dict carries.
+    """
+
+    kind: str | None = None
+    _kinds: dict[str, type[Signature]] = {}  # filled as the composite classes are defined, then read only
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.kind is not None:
+            Signature._kinds[cls.kind] = cls
 
     def __init__(
         self,
@@ -104,8 +118,6 @@ class Signature(dict[str, Any]):
     @property
     def app(self) -> App:
         if self._app is None:
-            from simq.app import current_app
-
             return current_app()
         return self._app
 
@@ -167,15 +179,13 @@ class Signature(dict[str, Any]):
     # -- composing -----------------------------------------------------------------------
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
         if isinstance(other, Signature):
-            return chain(self, other, app=self._app)
+            return self._kinds["chain"](self, other, app=self._app)
         return NotImplemented
 
     # -- sending -------------------------------------------------------------------------
     def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
         """Send the canvas; returns an ``AsyncResult`` (or a ``GroupResult`` for a group)."""
-        from simq.canvas.run import send
-
-        return send(self.app, self, args, kwargs, options)
+        return self.app.send_signature(self, args, kwargs, **options)
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
@@ -196,7 +206,7 @@ class Signature(dict[str, Any]):
         """Normalise this node in place and give it (and everything inside) an id."""
         options = self["options"]
         if not options.get("task_id"):
-            options["task_id"] = app._new_id()
+            options["task_id"] = app.new_id()
 
     def _spec(self) -> Any:
         """Where this node's value will be: a task id, or ``{"g": group_id, "r": [member specs]}``."""
@@ -256,293 +266,6 @@ def _rebuild(data: Mapping[str, Any]) -> Signature:
     return from_dict(data, None)
 
 
-class chain(Signature):  # noqa: N801 - Celery's name
-    """Run tasks one after another, each receiving the previous result: ``chain(a.s(), b.s())`` or ``a.s() | b.s()``."""
-
-    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping) and isinstance(tasks[0], Iterable):
-            tasks = tuple(tasks[0])
-        flat: list[Signature] = []
-        for t in tasks:
-            sig = _as_signature(app, t)
-            if isinstance(sig, chain):
-                flat.extend(sig.tasks)
-            else:
-                flat.append(sig)
-        app = app or next((t._app for t in flat if t._app is not None), None)
-        super().__init__("simq.chain", (), {"tasks": flat}, options, subtask_type="chain", app=app)
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return _members(self)
-
-    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
-        if isinstance(other, Signature):
-            return chain(*self.tasks, other, app=self._app)
-        return NotImplemented
-
-    def link(self, callback: Any) -> Signature:
-        return self.tasks[-1].link(callback)
-
-    def link_error(self, errback: Any) -> Signature:
-        for t in self.tasks:
-            t.link_error(errback)
-        return _as_signature(self._app, errback)
-
-    def __repr__(self) -> str:
-        return " | ".join(repr(t) for t in self.tasks)
-
-    def _freeze(self, app: App) -> None:
-        Signature._freeze(self, app)
-        flat: list[Signature] = []
-        for t in self.tasks:
-            if isinstance(t, chain):
-                flat.extend(t.tasks)
-            elif isinstance(t, chunks):
-                flat.append(t.group())
-            else:
-                flat.append(t)
-        out: list[Signature] = []
-        i = 0
-        while i < len(flat):  # a group followed by anything is a chord
-            t = flat[i]
-            if isinstance(t, group) and i + 1 < len(flat):
-                out.append(chord(t, flat[i + 1], app=app))
-                i += 2
-            else:
-                out.append(t)
-                i += 1
-        self["kwargs"]["tasks"] = out
-        for t in out:
-            t._freeze(app)
-
-    def _spec(self) -> Any:
-        return self.tasks[-1]._spec()
-
-    def _count(self) -> int:
-        return self.tasks[-1]._count()
-
-    def _leaf_ids(self) -> Iterator[str]:
-        for t in self.tasks:
-            yield from t._leaf_ids()
-
-    def _result(self, app: App, parent: Any) -> Any:
-        result = parent
-        for t in self.tasks:
-            result = t._result(app, result)
-        return result
-
-    def _nested(self) -> list[Any]:
-        return list(self["kwargs"].get("tasks") or [])
-
-    def _copy_nested(self) -> None:
-        self["kwargs"]["tasks"] = [_deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []]
-
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
-        tasks = self.tasks
-        rest = runner.continuation(tasks[1:], self.id) + list(cont)
-        tasks[0]._send(runner, args, kwargs, options, rest, ctx, group_id, group_index)
-
-    def _check(self, checker: Checker, path: str) -> None:
-        tasks = self["kwargs"].get("tasks") or []
-        if not tasks:
-            raise InvalidSignature(f"{path or 'canvas'}: an empty chain has nothing to run")
-        for i, t in enumerate(tasks):
-            checker.visit(t, f"{path}chain[{i}].")
-
-
-class group(Signature):  # noqa: N801 - Celery's name
-    """Run tasks in parallel; ``group(...)()`` returns a ``GroupResult`` whose ``get()`` keeps this order."""
-
-    def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
-        if len(tasks) == 1 and not isinstance(tasks[0], Mapping) and isinstance(tasks[0], Iterable):
-            tasks = tuple(tasks[0])
-        members = [_as_signature(app, t) for t in tasks]
-        app = app or next((t._app for t in members if t._app is not None), None)
-        super().__init__("simq.group", (), {"tasks": members}, options, subtask_type="group", app=app)
-
-    @property
-    def tasks(self) -> list[Signature]:
-        return _members(self)
-
-    def __or__(self, other: Any) -> Signature:  # type: ignore[override]
-        if isinstance(other, group):
-            return chain(self, other, app=self._app)
-        if isinstance(other, Signature):
-            return chord(self, other, app=self._app)
-        return NotImplemented
-
-    def __len__(self) -> int:
-        return len(self["kwargs"].get("tasks") or [])
-
-    def link(self, callback: Any) -> Signature:
-        raise InvalidSignature(
-            f"a group cannot take a link ({callback!r}); to run something after every member, use "
-            "chord(group, callback) or group | callback"
-        )
-
-    def link_error(self, errback: Any) -> Signature:
-        for t in self.tasks:
-            t.link_error(errback)
-        return _as_signature(self._app, errback)
-
-    def __repr__(self) -> str:
-        return f"group([{', '.join(repr(t) for t in self.tasks)}])"
-
-    def _freeze(self, app: App) -> None:
-        Signature._freeze(self, app)
-        members = self.tasks
-        for i, t in enumerate(members):
-            if isinstance(t, chunks):
-                members[i] = t.group()
-        for t in members:
-            t._freeze(app)
-
-    def _spec(self) -> Any:
-        return {"g": self.id, "r": [t._spec() for t in self.tasks]}
-
-    def _count(self) -> int:
-        members = self.tasks
-        # an empty group reports once itself, when it is reached
-        return sum(t._count() for t in members) if members else 1
-
-    def _leaf_ids(self) -> Iterator[str]:
-        tasks = self.tasks
-        if not tasks and self.id is not None:
-            yield self.id  # an empty group keeps its own record
-        for t in tasks:
-            yield from t._leaf_ids()
-
-    def _result(self, app: App, parent: Any) -> Any:
-        from simq.result import GroupResult
-
-        return GroupResult(self.id or "", [t._result(app, None) for t in self.tasks], app, parent=parent)
-
-    def _nested(self) -> list[Any]:
-        return list(self["kwargs"].get("tasks") or [])
-
-    def _copy_nested(self) -> None:
-        self["kwargs"]["tasks"] = [_deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []]
-
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
-        if cont:  # a group with something after it is a chord whose body is that
-            nxt, rest = runner.pop(cont)
-            as_chord = chord(self, nxt, app=runner.app)
-            as_chord["options"] = {**as_chord["options"], "task_id": self.id}
-            as_chord._send(runner, args, kwargs, options, rest, ctx, group_id, group_index)
-            return
-        gid = self.id or runner.app._new_id()
-        members = self.tasks
-        runner.save_group(gid, self._spec())
-        if not members:
-            runner.empty_group(gid, ctx)  # nothing to run: the group is done now, with the value []
-            return
-        for i, member in enumerate(members):
-            member._send(runner, args, kwargs, options, [], ctx, gid, i)
-
-    def _check(self, checker: Checker, path: str) -> None:
-        for i, t in enumerate(self["kwargs"].get("tasks") or []):
-            checker.visit(t, f"{path}group[{i}].")
-
-
-class chord(Signature):  # noqa: N801 - Celery's name
-    """A header group and a body called once with all header results, in header order."""
-
-    def __init__(self, header: Any = (), body: Any = None, app: App | None = None, **options: Any) -> None:
-        hdr = header if isinstance(header, group) else group(header, app=app)
-        app = app or hdr._app or (body._app if isinstance(body, Signature) else None)
-        kwargs = {"header": hdr, "body": _as_signature(app, body) if body is not None else None}
-        super().__init__("simq.chord", (), kwargs, options, subtask_type="chord", app=app)
-
-    @property
-    def header(self) -> group:
-        hdr = self["kwargs"]["header"]
-        if not isinstance(hdr, group):
-            hdr = self["kwargs"]["header"] = from_dict(hdr, self._app)
-        return hdr  # type: ignore[no-any-return]
-
-    @property
-    def body(self) -> Signature | None:
-        body = self["kwargs"].get("body")
-        if body is None:
-            return None
-        if not isinstance(body, Signature):
-            body = self["kwargs"]["body"] = from_dict(body, self._app)
-        return body
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.body is None and len(args) == 1 and not kwargs and isinstance(args[0], Signature):
-            # chord(header)(body)
-            return chord(self.header, args[0], app=self._app, **self.options).apply_async()
-        return self.apply_async(args, kwargs)
-
-    def link(self, callback: Any) -> Signature:
-        if self.body is None:
-            raise InvalidSignature("this chord has no body yet: chord(header, body)")
-        return self.body.link(callback)
-
-    def link_error(self, errback: Any) -> Signature:
-        if self.body is None:
-            raise InvalidSignature("this chord has no body yet: chord(header, body)")
-        return self.body.link_error(errback)
-
-    def __repr__(self) -> str:
-        return f"chord({self.header!r}, {self.body!r})"
-
-    def _freeze(self, app: App) -> None:
-        Signature._freeze(self, app)
-        header = self.header
-        header["options"] = {**header["options"], "task_id": self["options"]["task_id"]}
-        header._freeze(app)
-        body = self.body
-        if body is not None:
-            if isinstance(body, chunks):
-                body = self["kwargs"]["body"] = body.group()
-            body._freeze(app)
-
-    def _spec(self) -> Any:
-        return self.body._spec()  # type: ignore[union-attr]
-
-    def _count(self) -> int:
-        return self.body._count()  # type: ignore[union-attr]
-
-    def _leaf_ids(self) -> Iterator[str]:
-        yield from self.header._leaf_ids()
-        if self.body is not None:
-            yield from self.body._leaf_ids()
-
-    def _result(self, app: App, parent: Any) -> Any:
-        header = self.header._result(app, parent)
-        return self.body._result(app, header)  # type: ignore[union-attr]
-
-    def _nested(self) -> list[Any]:
-        kw = self["kwargs"]
-        return [kw.get("header")] + ([kw["body"]] if kw.get("body") is not None else [])
-
-    def _copy_nested(self) -> None:
-        kw = self["kwargs"]
-        kw["header"] = _deep_copy(from_dict(kw["header"], self._app), self._app)
-        if kw.get("body") is not None:
-            kw["body"] = _deep_copy(from_dict(kw["body"], self._app), self._app)
-
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
-        header = self.header
-        body: Signature = self.body  # type: ignore[assignment]
-        cid = header.id or runner.app._new_id()
-        header_ctx = runner.save_chord(cid, header, body, cont, ctx)
-        header._send(runner, args, kwargs, options, [], header_ctx, None, None)
-
-    def _check(self, checker: Checker, path: str) -> None:
-        kw = self["kwargs"]
-        checker.visit(kw.get("header"), f"{path}chord.header.")
-        if kw.get("body") is None:
-            raise InvalidSignature(f"{path or 'canvas'}: a chord needs a body: chord(header, body) or chord(header)(body)")
-        checker.visit(kw.get("body"), f"{path}chord.body.")
-
-
 def xmap(task: Any, it: Iterable[Any], app: App | None = None) -> Signature:
     """``task.map(it)``: one message; the worker calls ``task(item)`` for each item, in order."""
     name = task if isinstance(task, str) else task.name
@@ -564,49 +287,6 @@ def _plain_item(item: Any) -> Any:
     return item
 
 
-class chunks(Signature):  # noqa: N801 - Celery's name
-    """``task.chunks(items, n)``: split ``items`` into parts of ``n``, each a ``starmap`` task; a group of them."""
-
-    def __init__(self, task: Any = None, it: Iterable[Any] = (), n: int = 1, app: App | None = None, **options: Any) -> None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidSignature(f"chunks needs a chunk size of at least 1, got {n!r}")
-        name = task if isinstance(task, str) else task.name
-        app = app or (None if isinstance(task, str) else task.app)
-        items = [_plain_item(i) for i in it]
-        super().__init__("simq.chunks", (), {"task": name, "it": items, "n": n}, options, subtask_type="chunks", app=app)
-
-    def group(self) -> group:
-        """The group of ``starmap`` tasks, one per chunk."""
-        kw = self["kwargs"]
-        items, n = list(kw["it"]), int(kw["n"])
-        parts = [items[i : i + n] for i in range(0, len(items), n)]
-        return group(
-            [xstarmap(kw["task"], part, app=self._app).set(immutable=True) for part in parts], app=self._app, **self.options
-        )
-
-    def __repr__(self) -> str:
-        kw = self["kwargs"]
-        return f"{kw['task']}.chunks({len(kw['it'])} items, {kw['n']})"
-
-    # A chunks node is replaced by its group when frozen inside a canvas; alone, it acts as that group.
-    def _freeze(self, app: App) -> None:
-        Signature._freeze(self, app)
-
-    def _copy_nested(self) -> None:
-        self["kwargs"]["it"] = list(self["kwargs"]["it"])
-
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
-        grp = self.group()
-        grp._freeze(runner.app)
-        grp._send(runner, args, kwargs, options, cont, ctx, group_id, group_index)
-
-    def _check(self, checker: Checker, path: str) -> None:
-        kw = self["kwargs"]
-        checker.visit(Signature(kw.get("task"), app=checker.app), path)
-        checker.encodable(self, kw.get("it"), f"{path}<{kw.get('task')}.chunks>.items", None)
-
-
 def _members(sig: Signature) -> list[Signature]:
     """The member signatures of a chain or group, converted from dicts once."""
     items = sig["kwargs"].get("tasks")
@@ -621,7 +301,6 @@ def _members(sig: Signature) -> list[Signature]:
     return items  # type: ignore[no-any-return]
 
 
-_KINDS: dict[str, type[Signature]] = {"chain": chain, "group": group, "chord": chord, "chunks": chunks}
 
 
 def from_dict(data: Any, app: App | None) -> Signature:
@@ -632,7 +311,7 @@ def from_dict(data: Any, app: App | None) -> Signature:
         return data
     if not isinstance(data, Mapping):
         raise InvalidSignature(f"expected a signature (task.s(...)), got {data!r}")
-    cls = _KINDS.get(str(data.get("subtask_type")), Signature)
+    cls = Signature._kinds.get(str(data.get("subtask_type")), Signature)
     return cls._from_dict(data, app)
 
 
@@ -666,7 +345,7 @@ def _as_signature(app: App | None, value: Any) -> Signature:
 
 def _deep_copy(sig: Signature, app: App | None) -> Signature:
     """A copy whose nested signatures and option dicts are copies too (args are shared, never mutated)."""
-    new = _KINDS.get(str(sig.get("subtask_type")), Signature)._from_dict(sig, app if app is not None else sig._app)
+    new = Signature._kinds.get(str(sig.get("subtask_type")), Signature)._from_dict(sig, app if app is not None else sig._app)
     options = new["options"]  # already a fresh dict
     if "link" in options or "link_error" in options:
         for key in ("link", "link_error"):

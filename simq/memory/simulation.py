@@ -8,6 +8,7 @@ the next timer, so a countdown of a day takes no real time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from collections.abc import Callable, Sequence
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from simq.backends.memory import MemoryBackend
-from simq.clock import DEFAULT_START, EagerClock, TimePatch, VirtualClock
+from simq.clock import DEFAULT_START, EagerClock, TimePatch, VirtualClock, WallClock
 from simq.exceptions import SimqError, SimulationIdle
 from simq.exceptions import TimeoutError as SimqTimeout
 from simq.hooks import WorkerHook
@@ -26,9 +27,11 @@ from simq.worker import Worker
 
 if TYPE_CHECKING:
     from simq.app import App
+    from simq.backends.base import ResultMeta
     from simq.executor import Executor
-    from simq.message import Delivery, TaskMessage
-    from simq.routing import Queue, Route
+    from simq.message import Delivery, Envelope, TaskMessage
+    from simq.routing import Queue
+    from simq.transport import Transport
     from simq.worker import Request
 
 __all__ = ["Simulation", "TraceEvent", "TraceHook"]
@@ -87,7 +90,7 @@ class Simulation:
 
     def __attrs_post_init__(self) -> None:
         self.rng = random.Random(self.seed)
-        self.clock = EagerClock(start=self.start, wall=self.app._wall) if self.eager else VirtualClock(start=self.start)
+        self.clock = EagerClock(start=self.start, wall=WallClock()) if self.eager else VirtualClock(start=self.start)
         self.broker = MemoryBroker(rng=self.rng)
         self.broker.on_event = self._broker_event
         self.backend = MemoryBackend(
@@ -104,7 +107,8 @@ class Simulation:
             self._injector = FaultInjector(self, self.faults)
 
     # -- life cycle --------------------------------------------------------------------
-    def _open(self) -> None:
+    def open(self) -> None:
+        """Declare the app's queues and start the workers (``__enter__`` does this; eager mode calls it)."""
         if self._opened:
             return
         self._opened = True
@@ -114,11 +118,11 @@ class Simulation:
             self.add_worker(queues=self.queues, concurrency=self.concurrency, prefetch_multiplier=self.prefetch_multiplier, name=f"worker-{index + 1}")
 
     def __enter__(self) -> Simulation:
-        self.app._push_driver(self)
+        self.app.push_runtime(self)
         try:
-            self._open()
+            self.open()
         except BaseException:
-            self.app._pop_driver(self)
+            self.app.pop_runtime(self)
             raise
         if self.patch_time:
             self._time_patch.start()
@@ -129,7 +133,7 @@ class Simulation:
             self.shutdown()
         finally:
             self._time_patch.stop()
-            self.app._pop_driver(self)
+            self.app.pop_runtime(self)
 
     def shutdown(self) -> None:
         """Stop every worker gracefully (they flush what they hold), then settle what that caused."""
@@ -172,15 +176,45 @@ class Simulation:
             self._auto_queue_workers.append(worker)
         return worker
 
-    def _on_new_queue(self, queue: Queue) -> None:
+    # -- the Runtime the app sends through while this simulation runs (simq.runtime) -------------
+    def queue_added(self, queue: Queue) -> None:
         self.broker.declare_queue(queue)
         for worker in self._auto_queue_workers:
             if not worker._stopping:
                 worker.add_queue(queue.name)
 
-    def connection(self) -> MemoryTransport:
+    def connection(self, url: str | None = None, connect_timeout: float | None = None) -> MemoryTransport:
         """A connection of its own to this simulation's broker."""
         return MemoryTransport(self.broker)
+
+    def publish(
+        self,
+        message: TaskMessage,
+        envelope: Envelope,
+        exchange: str,
+        routing_key: str,
+        *,
+        mandatory: bool = False,
+        immediate: bool = False,
+        connection: Transport | None = None,
+        connect_timeout: float | None = None,
+    ) -> None:
+        if self.record_trace:
+            self._raw_trace.append(
+                (len(self._raw_trace), self.clock.now, "sent", "client", message.task, message.id, routing_key,
+                 f"exchange={exchange!r}" + (f" eta=+{message.eta - self.clock.now:g}s" if message.eta else ""))
+            )
+        (connection or self.producer).publish(envelope, exchange, routing_key, mandatory=mandatory, immediate=immediate)
+        if self.eager and not self._running:
+            self.settle_eagerly()  # eager mode: the send runs to completion before it returns
+
+    def batched(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # every send is delivered at once here
+
+    def wait(self, task_id: str, timeout: float | None) -> ResultMeta:
+        backend = self.backend
+        self.run_until(lambda: backend.is_ready(task_id), timeout, waiting_for=task_id)
+        return backend.get_meta(task_id)
 
     def new_id(self) -> str:
         """A version-4 UUID string from the seeded rng (what ``str(uuid.UUID(int=..., version=4))`` gives)."""
@@ -315,18 +349,6 @@ class Simulation:
         return (
             f"simulation (seed={self.seed}) is idle but {what} is not ready; workers consume {consumed}{hint}"
         )
-
-    # -- sending hooks (called by App.send_task) ---------------------------------------------
-    def on_send(self, message: TaskMessage, route: Route) -> None:
-        if self.record_trace:
-            self._raw_trace.append(
-                (len(self._raw_trace), self.clock.now, "sent", "client", message.task, message.id, route.routing_key,
-                 f"exchange={route.exchange.name!r}" + (f" eta=+{message.eta - self.clock.now:g}s" if message.eta else ""))
-            )
-
-    def after_send(self) -> None:
-        if self.eager and not self._running:
-            self.settle_eagerly()
 
     def settle_eagerly(self) -> None:
         """Eager mode: run everything this send caused, now; patch time only if the clock jumps."""

@@ -1,0 +1,146 @@
+"""From a call (``apply_async`` options, where it came from, the canvas it carries) to a message and its route.
+
+Every send builds its :class:`~simq.message.TaskMessage` here, once: a plain
+``delay``, a canvas member (with its :class:`Lineage` and embedded
+continuation) and a retry all go through :func:`build`, then through the
+App's one publish path. Options are checked here, each once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from simq.clock import to_timestamp
+from simq.exceptions import ConfigurationError
+from simq.message import TaskMessage
+
+if TYPE_CHECKING:
+    from simq.app import App
+    from simq.request import Request
+    from simq.task import Task
+
+__all__ = ["CALL_OPTIONS", "Lineage", "build", "check_options"]
+
+#: What ``apply_async`` takes (Celery's names).
+CALL_OPTIONS = (
+    "countdown",
+    "eta",
+    "expires",
+    "task_id",
+    "serializer",
+    "routing_key",
+    "exchange",
+    "queue",
+    "priority",
+    "mandatory",
+    "immediate",
+    "link",
+    "link_error",
+    "connection",
+    "connect_timeout",
+    "headers",
+)
+_KNOWN = frozenset(CALL_OPTIONS)
+
+
+@attrs.frozen
+class Lineage:
+    """Where a message sits in a canvas: its group and place in it (root and parent come from the sender)."""
+
+    group_id: str | None = None
+    group_index: int | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+
+
+NO_LINEAGE = Lineage()
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse an option ``apply_async`` does not take, suggesting the closest name."""
+    for key in options:
+        if key not in _KNOWN:
+            close = difflib.get_close_matches(key, CALL_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(f"apply_async got unknown option {key!r}{hint}")
+
+
+def build(
+    app: App,
+    name: str,
+    args: Sequence[Any] | None,
+    kwargs: Mapping[str, Any] | None,
+    task: Task | None,
+    options: Mapping[str, Any],
+    now: float,
+    new_id: str | None,
+    current: Request | None,
+    lineage: Lineage = NO_LINEAGE,
+    embed: Mapping[str, Any] | None = None,
+) -> tuple[TaskMessage, str]:
+    """The message for one call, and the serializer it goes with.
+
+    ``embed`` is the canvas the message carries (its continuation, chord,
+    and the ``link``/``link_error`` signatures as dicts: the caller converts them).
+    """
+    get = options.get
+    countdown, eta = get("countdown"), get("eta")
+    if countdown is not None and eta is not None:
+        raise ConfigurationError(
+            f"give either countdown= or eta= when sending {name!r}, not both (countdown={countdown!r}, eta={eta!r})"
+        )
+    tz = app.tz
+    eta_ts: float | None = None
+    if countdown is not None:
+        if isinstance(countdown, bool) or not isinstance(countdown, int | float):
+            raise ConfigurationError(f"countdown must be a number of seconds, got {countdown!r}")
+        eta_ts = now + countdown
+    elif eta is not None:
+        eta_ts = to_timestamp(eta, tz)
+    conf = app.conf
+    if eta_ts is not None:
+        limit = conf["task_eta_limit"]
+        if eta_ts != eta_ts or (limit is not None and eta_ts - now > limit):
+            raise ConfigurationError(
+                f"the eta of {name!r} is {eta_ts - now:.0f} s ahead, beyond task_eta_limit={limit} s: "
+                "a worker would hold it for ever; raise task_eta_limit (None disables it) if you mean it"
+            )
+    expires = get("expires")
+    if expires is None and task is not None:
+        expires = task.expires
+    expires_ts: float | None = None
+    if expires is not None:
+        expires_ts = to_timestamp(expires, tz) if isinstance(expires, datetime) else now + float(expires)
+    priority = get("priority")
+    if priority is None and task is not None:
+        priority = task.priority
+    if priority is None:
+        priority = conf["task_default_priority"]
+    serializer = get("serializer") or (task.serializer if task is not None else None) or conf["task_serializer"]
+    root_id, parent_id = lineage.root_id, lineage.parent_id
+    if current is not None:
+        parent_id = parent_id or current.message.id
+        root_id = root_id or current.message.root_id or current.message.id
+    task_id = get("task_id") or new_id or app.new_id()
+    headers = get("headers")
+    message = TaskMessage(  # validates priority (0..9) and the id, once
+        id=task_id,
+        task=name,
+        args=tuple(args) if args is not None else (),
+        kwargs=dict(kwargs) if kwargs else {},
+        eta=eta_ts,
+        expires=expires_ts,
+        priority=priority,
+        root_id=root_id or task_id,
+        parent_id=parent_id,
+        group=lineage.group_id,
+        group_index=lineage.group_index,
+        embed=dict(embed) if embed else {},
+        headers=dict(headers) if headers else {},
+    )
+    return message, serializer

@@ -1,0 +1,76 @@
+"""The settings of an App: Celery's lower-case names, their defaults, and refusing ones that do not exist."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+from simq.exceptions import ConfigurationError
+
+__all__ = ["DEFAULTS", "Config"]
+
+DEFAULTS: dict[str, Any] = {
+    "broker_url": "memory://",
+    "result_backend": "memory://",
+    "broker_connection_timeout": 4.0,
+    "broker_pool_limit": 10,
+    "task_serializer": "json",
+    "result_serializer": "json",
+    "result_expires": 86_400,  # seconds or a timedelta; None or 0: never (simq.backends.base.expires_seconds)
+    "accept_content": ["json"],
+    "task_routes": None,
+    "task_queues": None,
+    "task_default_queue": "celery",
+    "task_default_exchange": None,
+    "task_default_exchange_type": "direct",
+    "task_default_routing_key": None,
+    "task_default_priority": None,
+    "task_create_missing_queues": True,
+    "task_always_eager": False,
+    "task_eager_seed": 0,
+    "task_acks_late": False,
+    "task_ignore_result": False,
+    "task_track_started": False,
+    "task_publish_retry": False,
+    "task_eta_limit": 10 * 365 * 86400,
+    "task_reject_on_worker_lost": False,
+    "worker_prefetch_multiplier": 4,
+    "worker_concurrency": 1,
+    "worker_max_message_size": 16 * 1024 * 1024,
+    "security_key": None,
+    "security_digest": "sha256",
+    "timezone": "UTC",
+}
+
+_PREFIXES = ("task_", "worker_", "broker_", "result_", "accept_", "timezone", "simq_", "security_")
+
+
+class Config(dict[str, Any]):
+    """Settings with attribute access; unknown simq-looking keys are refused with a suggestion."""
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        super().__init__(DEFAULTS)
+        self._on_change = on_change
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key.startswith("_"):
+            super().__setattr__(key, value)
+        else:
+            self.update({key: value})
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        values = dict(*args, **kwargs)
+        for key in values:
+            if key not in DEFAULTS and key.startswith(_PREFIXES):
+                close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigurationError(f"unknown setting {key!r}{hint}")
+        super().update(values)
+        self._on_change()
