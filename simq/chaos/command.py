@@ -48,6 +48,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         f"which hit the whole broker: use a node of your own), 'none', or a list of {','.join(nemesis.FAULT_KINDS)}",
     )
     p.add_argument("--every", type=float, default=4.0, help="mean seconds between faults (default 4)")
+    p.add_argument("--each", action="store_true", help="one fault of each kind, evenly spread, instead of --every")
     p.add_argument("--acks", choices=("both", "late", "early"), default="both")
     p.add_argument(
         "--rabbitmq-node",
@@ -116,7 +117,7 @@ def configs(args: argparse.Namespace, seed: int) -> list[Config]:
         out.append(
             Config(
                 transport=url, backend=backend, ledger=ledger, seed=seed, seconds=args.seconds, tasks=args.tasks,
-                settle=args.settle, workers=args.worker_slots, kinds=kinds, every=args.every, acks=acks,
+                settle=args.settle, workers=args.worker_slots, kinds=kinds, every=args.every, each=args.each, acks=acks,
                 rabbitmq_node=args.rabbitmq_node, progress=args.progress, keep=args.keep,
             )
         )  # fmt: skip

@@ -56,12 +56,13 @@ class Fault:
     seconds: float  # restart delay (signals), outage (stop-app), stall length; gap between the SIGINTs
     count: int = 0  # poison messages
     seed: int = 0  # what the poison is drawn from
+    gap: float = 0.0  # sigint2: seconds between the two SIGINTs
 
     def line(self) -> str:
         what = {
             "sigkill": f"SIGKILL worker{self.slot}, restart after {self.seconds:.1f} s",
             "sigterm": f"SIGTERM worker{self.slot}, restart after {self.seconds:.1f} s",
-            "sigint2": f"SIGINT worker{self.slot} twice, restart after {self.seconds:.1f} s",
+            "sigint2": f"SIGINT worker{self.slot} twice ({self.gap:.2f} s apart), restart after {self.seconds:.1f} s",
             "conn-broker": f"close worker{self.slot}'s broker connections",
             "conn-backend": f"close worker{self.slot}'s result-backend connections",
             "stop-app": f"rabbitmqctl stop_app, start_app {self.seconds:.1f} s later",
@@ -72,26 +73,37 @@ class Fault:
 
 
 def draw_schedule(
-    rng: random.Random, *, seconds: float, kinds: tuple[str, ...], slots: int, every: float
+    rng: random.Random, *, seconds: float, kinds: tuple[str, ...], slots: int, every: float, each: bool = False
 ) -> tuple[Fault, ...]:
-    """Faults at exponential gaps of mean ``every`` seconds, from 1 s in to 1 s before the end."""
-    faults: list[Fault] = []
+    """Faults at exponential gaps of mean ``every`` seconds, from 1 s in to 1 s before the end.
+
+    ``each``: instead, one fault of every kind, in an order drawn from ``rng``, evenly spread.
+    """
     if not kinds:
         return ()
+    if each:
+        order = list(kinds)
+        rng.shuffle(order)
+        step = (seconds - 2.0) / len(order)
+        return tuple(_fault(rng, 1.0 + i * step, kind, rng.randrange(slots)) for i, kind in enumerate(order))
+    faults: list[Fault] = []
     t = 1.0 + rng.expovariate(1.0 / every)
     while t < seconds - 1.0:
-        kind = kinds[rng.randrange(len(kinds))]
-        slot = rng.randrange(slots)
-        if kind == "stop-app":
-            length = rng.uniform(2.0, 6.0)
-        elif kind == "stall":
-            length = rng.uniform(1.0, 4.0)  # under Redis's 5 s busy threshold: clients wait, nobody gets BUSY
-        else:
-            length = rng.choice((0.2, 0.5, 1.0, 2.0))
-        count = 1 + rng.randrange(3) if kind == "poison" else 0
-        faults.append(Fault(round(t, 3), kind, slot, round(length, 2), count, rng.getrandbits(32)))
+        faults.append(_fault(rng, t, kinds[rng.randrange(len(kinds))], rng.randrange(slots)))
         t += max(0.5, rng.expovariate(1.0 / every))
     return tuple(faults)
+
+
+def _fault(rng: random.Random, t: float, kind: str, slot: int) -> Fault:
+    if kind == "stop-app":
+        length = rng.uniform(2.0, 6.0)
+    elif kind == "stall":
+        length = rng.uniform(1.0, 4.0)  # under Redis's 5 s busy threshold: clients wait, nobody gets BUSY
+    else:
+        length = rng.choice((0.2, 0.5, 1.0, 2.0))
+    count = 1 + rng.randrange(3) if kind == "poison" else 0
+    gap = rng.choice((0.01, 0.05, 0.2)) if kind == "sigint2" else 0.0
+    return Fault(round(t, 3), kind, slot, round(length, 2), count, rng.getrandbits(32), gap)
 
 
 @attrs.frozen
@@ -122,7 +134,7 @@ class RabbitControl:
         return done.stdout
 
     def close_connections(self, ports: set[int]) -> list[str]:
-        closed = []
+        closed: list[tuple[str, str]] = []
         # tab-separated, not --formatter json: close_connection takes the pid as this format prints it
         for line in self.ctl("list_connections", "pid", "peer_port", "client_properties").splitlines():
             cols = line.split("\t")
@@ -135,9 +147,20 @@ class RabbitControl:
                 continue
             ours = bool(self.namespace) and name.startswith("simq ") and f" {self.namespace} " in f"{name} "
             if ours or port in ports:
-                self.ctl("close_connection", pid, "simq chaos nemesis")
-                closed.append(f"{pid} (port {port}{', ' + name if name else ''})")
-        return closed
+                closed.append((pid, f"{pid} (port {port}{', ' + name if name else ''})"))
+        # one rabbitmqctl per connection, all at once: each takes a second or more to start
+        base = ["rabbitmqctl", *(("-n", self.node) if self.node else ()), "-q", "close_connection"]
+        running = [
+            subprocess.Popen([*base, pid, "simq chaos nemesis"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+            for pid, _ in closed
+        ]
+        done = []
+        for proc, (_, what) in zip(running, closed, strict=True):
+            _, stderr = proc.communicate(timeout=120)
+            done.append(
+                what if proc.returncode == 0 else f"{what}: failed: {stderr.decode(errors='replace').strip()[:120]}"
+            )
+        return done
 
     def stop_app(self) -> None:
         self.ctl("stop_app")
@@ -233,7 +256,7 @@ class Nemesis:
             run = sup.signal(fault.slot, signal.SIGINT, abrupt=False, restart_delay=fault.seconds)
             if run is None:
                 return False, f"worker{fault.slot} is down", []
-            self._clock.sleep(min(fault.seconds, 0.5))
+            self._clock.sleep(fault.gap)
             again = sup.signal(fault.slot, signal.SIGINT, abrupt=True, restart_delay=fault.seconds)
             return True, f"SIGINT {run.name}, {'again' if again else 'it had already exited'}", []
         if fault.kind in ("conn-broker", "conn-backend"):

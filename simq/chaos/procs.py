@@ -83,6 +83,7 @@ class Supervisor:
     slots: list[Slot]
     history: list[WorkerRun] = attrs.field(factory=list)
     unexpected: list[WorkerRun] = attrs.field(factory=list)
+    orphans: dict[int, float] = attrs.field(factory=dict)  # pid -> when first seen without a live parent slot
     sigterm_grace: float = 20.0
     extra_args: tuple[str, ...] = ("--max-reconnect-delay", "2")
     _lock: threading.RLock = attrs.field(factory=threading.RLock)
@@ -178,6 +179,18 @@ class Supervisor:
                     slot.restart_at = now + (slot.restart_delay if run.expected_exit else 1.0)
                 if not self.stopping and slot.restart_at is not None and now >= slot.restart_at:
                     self.start(slot)
+
+    def scan_orphans(self, marker: str) -> set[int]:
+        """Record (and return) this run's worker processes that no running slot owns: children whose parent died."""
+        with self._lock:
+            owned: set[int] = set()
+            for slot in self.slots:
+                if self.alive(slot) and slot.proc is not None:
+                    owned |= process_tree(slot.proc.pid)
+            found = campaign_pids(marker) - owned
+            for pid in found:
+                self.orphans.setdefault(pid, self._clock.now)
+            return found
 
     def up(self) -> int:
         return sum(1 for slot in self.slots if self.alive(slot))

@@ -53,6 +53,7 @@ class Config:
     workers: tuple[tuple[str, int], ...] = (("threads", 4), ("processes", 4))
     kinds: tuple[str, ...] = nemesis.DEFAULT_KINDS
     every: float = 4.0
+    each: bool = False  # one fault of each kind instead of a random schedule
     acks: tuple[bool, ...] = (True, False)
     rabbitmq_node: str | None = None
     progress: float = 5.0
@@ -69,7 +70,8 @@ class Config:
         return (
             f"simq chaos --transport {redact_url(self.transport)} --backend {redact_url(self.backend)} "
             f"--ledger {redact_url(self.ledger)} --seed {self.seed} --seconds {self.seconds:g} --tasks {self.tasks} "
-            f"--workers {workers} --nemesis {','.join(self.kinds) or 'none'} --every {self.every:g} --acks {acks}{node}"
+            f"--workers {workers} --nemesis {','.join(self.kinds) or 'none'} "
+            f"{'--each' if self.each else f'--every {self.every:g}'} --acks {acks}{node}"
         )
 
 
@@ -78,7 +80,7 @@ def plan(config: Config) -> tuple[tuple[workload.Job, ...], tuple[nemesis.Fault,
     rng = random.Random(f"simq-chaos:{config.seed}")
     jobs = workload.draw_workload(rng, tasks=config.tasks, window=0.75 * config.seconds, acks=config.acks)
     faults = nemesis.draw_schedule(
-        rng, seconds=config.seconds, kinds=config.kinds, slots=len(config.workers), every=config.every
+        rng, seconds=config.seconds, kinds=config.kinds, slots=len(config.workers), every=config.every, each=config.each
     )
     text = "\n".join([*(j.line() for j in jobs), *(f.line() for f in faults)])
     return jobs, faults, hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -145,7 +147,8 @@ class _Chaos:
             while not self.stop.is_set() and self._clock.now < self.started + fault.at:
                 self._clock.sleep(min(0.05, self.started + fault.at - self._clock.now))
             if self.stop.is_set() or self._clock.now > self.deadline:
-                return
+                self.out.write(f"  nemesis (not reached by the time bound) {fault.line()}\n")
+                continue
             began = self._clock.now
             record = self.nem.apply(fault)
             if fault.kind == "stop-app":
@@ -230,8 +233,12 @@ def run_campaign(config: Config, out: TextIO, err: TextIO) -> checker.Verdict:
             )
             err.flush()
 
+        last_scan = clock.now
         while any(t.is_alive() for t in threads) or clock.now < deadline:
             sup.tick()
+            if clock.now - last_scan >= 2.0:
+                sup.scan_orphans(module)
+                last_scan = clock.now
             if clock.now - last >= config.progress:
                 progress("chaos")
                 last = clock.now
@@ -241,11 +248,12 @@ def run_campaign(config: Config, out: TextIO, err: TextIO) -> checker.Verdict:
                 break
             clock.sleep(0.1)
         nem.heal()
-        _settle(config, sup, ledger, app, jobs, sender, run, clock, lambda: progress("settle"))
+        _settle(config, sup, ledger, app, jobs, sender, run, clock, lambda: progress("settle"), module)
         sup.stop_all(grace=30.0)
-        orphans = _orphans(module, clock)
+        left = _orphans(module, clock)
+        orphans = tuple(sorted(set(sup.orphans) | set(left)))
         killed = {r.pid: r.killed_at for r in sup.history if r.killed_at is not None}
-        killed.update({pid: clock.now for pid in procs.kill_pids(set(orphans))})
+        killed.update({pid: clock.now for pid in procs.kill_pids(set(left))})
         outages = [o for lane in lanes for o in lane.outages]
         observed = _observe(config, run, jobs, sender, outages, nem, sup, ledger, app, namespace, killed, orphans)
         _save(run_dir, observed, nem)
@@ -272,7 +280,7 @@ def _wait_consuming(sup: procs.Supervisor, clock: WallClock, limit: float) -> No
 
 
 def _settle(config: Config, sup: procs.Supervisor, ledger: Ledger, app: Any, jobs: tuple[workload.Job, ...],
-            sender: _Sender, run: str, clock: WallClock, progress: Any) -> None:  # fmt: skip
+            sender: _Sender, run: str, clock: WallClock, progress: Any, module: str) -> None:  # fmt: skip
     """Wait for the sent work to finish: every handle final, or no progress for a while, or ``--settle`` seconds."""
     handles = [n.task_id(run) for j in jobs if sender.status.get(j.index) == "sent" for n in j.handles]
     deadline = clock.monotonic() + config.settle
@@ -280,6 +288,7 @@ def _settle(config: Config, sup: procs.Supervisor, ledger: Ledger, app: Any, job
     seen, changed, last_print, pending = -1, clock.monotonic(), clock.monotonic(), handles
     while clock.monotonic() < deadline:
         sup.tick()
+        sup.scan_orphans(module)
         pending = [m.task_id for m in app.backend.get_many(pending) if m.state not in checker.FINAL]
         done = ledger.finished()
         if not pending:
