@@ -34,9 +34,11 @@ from simq.transport import Transport, load_transport
 from simq.worker import Request, Worker, to_timestamp
 
 if TYPE_CHECKING:
+    from simq.hooks import WorkerHook
     from simq.memory.faults import FaultPlan
     from simq.memory.simulation import Simulation
     from simq.message import Delivery
+    from simq.pools import Pool
     from simq.signing import Signer
 
 __all__ = ["DEFAULTS", "App", "Config", "SharedTask", "current_app", "shared_task"]
@@ -65,6 +67,8 @@ DEFAULTS: dict[str, Any] = {
     "task_ignore_result": False,
     "task_track_started": False,
     "task_publish_retry": False,
+    "task_eta_limit": 10 * 365 * 86400,
+    "task_reject_on_worker_lost": False,
     "worker_prefetch_multiplier": 4,
     "worker_concurrency": 1,
     "worker_max_message_size": 16 * 1024 * 1024,
@@ -126,6 +130,7 @@ class App:
         self._backend: Backend | None = None
         self._pool: ProducerPool | None = None
         self._local = threading.local()
+        self._lock = threading.Lock()
         self._wall = WallClock()
         self._route_cache: dict[tuple[Any, ...], Route] = {}
         self._signer: object = _UNSET
@@ -137,13 +142,17 @@ class App:
         if config:
             self.conf.update(config)
         from simq.canvas import register_builtins
+        from simq.canvas.hook import CanvasHook
 
+        #: Hooks every worker of this app runs (simq.hooks), after a worker's own; the canvas is one.
+        self.worker_hooks: list[WorkerHook] = [CanvasHook()]
         register_builtins(self)
         _register_shared(self)
 
     def set_current(self) -> None:
         """Make this the app ``shared_task`` tasks and ``simq.current_app()`` resolve to."""
         _current_app.set(self)
+        _make_default(self)
 
     def _conf_changed(self) -> None:
         self._router = None
@@ -314,9 +323,13 @@ class App:
         driver = self._driver
         if driver is not None:
             return driver.backend
-        if self._backend is None:
-            self._backend = self._make_backend(self.conf.result_backend)
-        return self._backend
+        backend = self._backend
+        if backend is None:
+            with self._lock:  # pool threads asking at once must not each make one
+                if self._backend is None:
+                    self._backend = self._make_backend(self.conf.result_backend)
+                backend = self._backend
+        return backend
 
     def _make_backend(self, url: str | None) -> Backend:
         scheme = urlsplit(url or "memory://").scheme
@@ -378,10 +391,14 @@ class App:
 
     @property
     def pool(self) -> ProducerPool:
-        if self._pool is None:
-            url = self.conf.broker_url
-            self._pool = ProducerPool(lambda timeout: self._connect(url, timeout), int(self.conf.broker_pool_limit))
-        return self._pool
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                if self._pool is None:
+                    url = self.conf.broker_url
+                    self._pool = ProducerPool(lambda timeout: self._connect(url, timeout), int(self.conf.broker_pool_limit))
+                pool = self._pool
+        return pool
 
     # -- the publish path --------------------------------------------------------------------
     def _new_id(self) -> str:
@@ -459,6 +476,13 @@ class App:
             eta_ts = now + countdown
         elif eta is not None:
             eta_ts = to_timestamp(eta, self._tz)
+        if eta_ts is not None:
+            limit = self.conf["task_eta_limit"]
+            if eta_ts != eta_ts or (limit is not None and eta_ts - now > limit):
+                raise ConfigurationError(
+                    f"the eta of {name!r} is {eta_ts - now:.0f} s ahead, beyond task_eta_limit={limit} s: "
+                    "a worker would hold it for ever; raise task_eta_limit (None disables it) if you mean it"
+                )
         expires_ts: float | None = None
         if expires is None and task is not None and task.expires is not None:
             expires = task.expires
@@ -511,10 +535,11 @@ class App:
         elif (batch := getattr(self._local, "batch", None)) is not None and not (mandatory or immediate):
             batch.append((envelope, route.exchange.name, route.routing_key))  # published by batched_publishing()
         else:
-            with self.pool.connection(connect_timeout) as transport:
-                transport.publish(
-                    envelope, route.exchange.name, route.routing_key, mandatory=mandatory, immediate=immediate
-                )
+            exchange_name, routing_key = route.exchange.name, route.routing_key
+            self.pool.run(
+                lambda t: t.publish(envelope, exchange_name, routing_key, mandatory=mandatory, immediate=immediate),
+                connect_timeout,
+            )
         return AsyncResult(task_id, self)
 
     @contextlib.contextmanager
@@ -537,8 +562,7 @@ class App:
         finally:
             self._local.batch = None
             if batch:
-                with self.pool.connection() as transport:
-                    transport.publish_many(batch)
+                self.pool.run(lambda t: t.publish_many(batch))
 
     def _route(self, name: str, task: Task | None, queue: Any, exchange: Any, routing_key: Any, args: Any, kwargs: Any) -> Route:
         router = self._router if self._router is not None else self.router
@@ -569,12 +593,8 @@ class App:
         if driver is not None:
             driver.producer.publish(envelope, delivery.exchange, delivery.routing_key)
             return
-        pool = self.pool
-        transport = pool.acquire()
-        try:
-            transport.publish(envelope, delivery.exchange, delivery.routing_key)
-        finally:
-            pool.release(transport)
+        # a connection that failed is dropped, never reused; a pooled one the broker closed is replaced
+        self.pool.run(lambda t: t.publish(envelope, delivery.exchange, delivery.routing_key))
 
     def _apply_locally(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any]) -> _result.AsyncResult:
         """``Task.apply``: run here, now, without a broker; the result lands in this app's backend."""
@@ -605,8 +625,13 @@ class App:
         hostname: str | None = None,
         transport: Transport | None = None,
         clock: Clock | None = None,
+        pool: Pool | None = None,
     ) -> Worker:
-        """A production worker on the wall clock, connected to the configured broker."""
+        """A production worker on the wall clock, connected to the configured broker.
+
+        ``pool`` runs its due requests (``simq.pools``: threads or child
+        processes); without one they run inline, in the thread that loops it.
+        """
         import socket
 
         return Worker(
@@ -617,6 +642,7 @@ class App:
             queues=list(queues) if queues is not None else None,
             concurrency=concurrency or int(self.conf.worker_concurrency),
             prefetch_multiplier=prefetch_multiplier,
+            pool=pool,
         )
 
 
@@ -631,21 +657,43 @@ def _signature_list(app: App, value: Any) -> list[dict[str, Any]]:
 _shared_definitions: list[tuple[Callable[..., Any], dict[str, Any]]] = []
 _apps: list[weakref.ref[App]] = []
 _current_app: contextvars.ContextVar[App | None] = contextvars.ContextVar("simq_current_app", default=None)
+# The app most recently made current in any thread: where a fresh thread's current_app() goes.
+_default: list[weakref.ref[App]] = []
+
+
+def _make_default(app: App) -> None:
+    _default[:] = [weakref.ref(app)]
 
 
 def _register_shared(app: App) -> None:
     _apps.append(weakref.ref(app))
     _current_app.set(app)
+    _make_default(app)
     for fun, options in _shared_definitions:
         app._register(fun, options)
 
 
 def current_app() -> App:
-    """The app most recently created or made current with ``app.set_current()``."""
+    """The app made current in this context (``app.set_current()``), else the process's newest one.
+
+    A thread started by user code, or by a library, does not inherit the
+    context of the thread that started it; it falls back to the app most
+    recently made current anywhere in the process, as Celery's default app does.
+    """
     app = _current_app.get()
+    if app is None:
+        app = _process_default()
     if app is None:
         raise ConfigurationError("no simq App exists yet: create one with simq.App('name')")
     return app
+
+
+def _process_default() -> App | None:
+    for ref in reversed(_default):
+        app = ref()
+        if app is not None:
+            return app
+    return None
 
 
 class SharedTask:

@@ -1,27 +1,33 @@
 """Batches: a task that buffers its requests and runs them as one list.
 
 ``@app.task(base=Batches, flush_every=100, flush_interval=10)`` makes a task
-whose body receives a list of :class:`SimpleRequest`. Each worker keeps its
-own buffer per batch task; the buffer runs when it holds ``flush_every``
-requests, ``flush_interval`` seconds (on the worker's clock) after its first
-request arrived, or when the worker shuts down. Messages are acknowledged only
+whose body receives a list of :class:`SimpleRequest`. Each worker (one per
+worker process, whatever its pool) keeps one buffer per batch task; the
+buffer runs when it holds ``flush_every`` requests, ``flush_interval`` seconds
+(on the worker's clock) after its first request arrived, or when the worker
+shuts down; the flushed batch runs in one slot of the worker's pool. Messages are acknowledged only
 after their batch ran, so a worker that dies first loses nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import traceback as tb_module
 import weakref
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from simq.exceptions import ConfigurationError, SimqError
+from simq.exceptions import BrokerUnavailable, ConfigurationError, SimqError
+from simq.executor import Outcome
 from simq.task import Task
 
 if TYPE_CHECKING:
     from simq.clock import Timer
+    from simq.executor import Executor
     from simq.worker import Request, Worker
+
+log = logging.getLogger("simq.worker")
 
 __all__ = ["BatchError", "Batches", "SimpleRequest"]
 
@@ -167,7 +173,7 @@ class Batches(Task):
     def _on_timer(self, worker: Worker) -> None:
         buf = self._buffer(worker)
         buf.timer = None
-        if worker._stopping:
+        if worker.crashed:
             # The worker died (a graceful stop cancels this timer after flushing):
             # its unacknowledged messages are back at the broker; forget them here.
             buf.requests.clear()
@@ -190,10 +196,15 @@ class Batches(Task):
 
     # -- running one batch -------------------------------------------------------------------
     def _flush(self, worker: Worker, requests: list[Request]) -> None:
+        """Hand one batch to the worker's pool; its messages are acknowledged after it ran."""
+        worker.run_batch(self, requests)
+
+    def execute_batch(self, executor: Executor, requests: list[Request]) -> Outcome:
+        """Run the body on ``requests`` in a pool slot and settle each request's result."""
         simple = [SimpleRequest.from_request(r) for r in requests]
         guard = _Guard({r.id: r for r in requests}, self.name)
         backends = []
-        for backend in (worker.backend, self.app.backend):
+        for backend in (executor.backend, self.app.backend):
             if backend is not None and all(backend is not b for b in backends):
                 backends.append(backend)
         previous_guards = [b.mark_guard for b in backends]
@@ -205,6 +216,7 @@ class Batches(Task):
         error: BaseException | None = None
         trace = ""
         retval: Any = None
+        began = executor.clock.now
         try:
             retval = self.run(simple)
         except Exception as exc:  # noqa: BLE001 - a batch's failure is data, not a crash
@@ -215,21 +227,28 @@ class Batches(Task):
             self.pop_request()
             for b, prev in zip(backends, previous_guards, strict=True):
                 b.mark_guard = prev
-        worker._emit("batch", requests[0], detail=len(requests))
+        runtime = executor.clock.now - began
+        log.info("Batch %s of %d request(s) ran in %.6fs%s", self.name, len(requests), runtime,
+                 f": {type(error).__name__}: {error}" if error is not None else "")
+        for hook in executor.hooks.on_batch:
+            hook(executor, self, requests)
         per_request = isinstance(retval, list) and len(retval) == len(requests)
-        for index, request in enumerate(requests):
-            if request.id in guard.marked:
-                worker.stats.succeeded += 1
-                if request.message.embed:
-                    from simq import canvas
-
-                    canvas.on_success(worker, request, guard.marked[request.id])
-            elif error is not None:
-                worker._on_failure(request, error, trace)
-            else:
-                worker._on_success(request, retval[index] if per_request else None)
-        for request in requests:
-            worker.ack(request)
+        outcome = Outcome()
+        try:
+            for index, request in enumerate(requests):
+                if request.id in guard.marked:
+                    outcome = outcome + Outcome(succeeded=1)
+                    for hook in executor.hooks.on_success:  # stored by the body itself: what follows a success
+                        hook(executor, request, guard.marked[request.id])
+                elif error is not None:
+                    outcome = outcome + executor.failed(request, error, trace, runtime)
+                else:
+                    outcome = outcome + executor.succeeded(request, retval[index] if per_request else None, runtime)
+            executor.backend.sync()  # the messages are acknowledged once this returns
+        except BrokerUnavailable as exc:
+            log.error("Batch %s: the result backend is unreachable, results may be lost: %s", self.name, exc)
+            return outcome + Outcome(error=f"{type(exc).__name__}: {exc}", transient=True)
+        return outcome
 
 
 def _eager(worker: Worker) -> bool:

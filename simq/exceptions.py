@@ -62,6 +62,10 @@ class BrokerUnavailable(SimqError, ConnectionError):
     """The broker could not be reached within the connect timeout."""
 
 
+class AccessRefused(BrokerUnavailable):
+    """The broker refused the credentials (or the vhost / database): retrying will not help."""
+
+
 class TransportNotFound(ConfigurationError):
     """A broker URL whose scheme no installed transport handles."""
 
@@ -131,6 +135,7 @@ class MessageRejected(SimqError):
 
 
 __all__ = [
+    "AccessRefused",
     "BrokerUnavailable",
     "ChordError",
     "ConfigurationError",

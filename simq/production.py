@@ -1,19 +1,21 @@
 """``simq worker``: the production worker process, on the wall clock.
 
-The same ``Worker`` class the simulator steps, looped here. Pools:
+The same ``Worker`` class the simulator steps, looped here: one Worker per
+process, with one broker connection and one prefetch window of
+``concurrency * prefetch_multiplier`` messages (eta messages waiting for their
+time do not count). Its pool runs the due requests (see ``simq.pools``):
 
-- ``solo``: one worker loop in this process (``-c`` only sizes its prefetch);
-- ``threads``: ``-c`` worker loops in threads, each with its own broker connection;
-- ``processes``: ``-c`` child processes, each a ``solo`` worker (``python -m simq.production``).
-
-Every connection's prefetch is ``prefetch_multiplier`` (times ``-c`` for solo),
-so the whole worker holds at most ``concurrency * prefetch_multiplier`` messages.
+- ``solo``: inline, in the worker's own thread (``-c`` only sizes the prefetch);
+- ``threads``: ``-c`` threads of this process;
+- ``processes``: ``-c`` child processes, each importing the app once.
 
 Signals: the first SIGTERM or SIGINT stops consuming, lets running tasks
 finish, flushes batch buffers and gives held eta messages back to the broker;
-a second one stops at once (the broker redelivers whatever was unacknowledged).
-A lost broker connection is retried with exponential backoff (1 s doubling up
-to ``--max-reconnect-delay``); the broker gives back what the lost connection held.
+a second one stops at once, saying which running tasks go back to the broker
+(late acks) and which are lost (early acks). A lost broker connection is
+retried with exponential backoff (1 s doubling up to ``--max-reconnect-delay``);
+the broker gives back what the lost connection held. Refused credentials stop
+the worker with exit code 3: retrying would not mend them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -32,7 +33,8 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from simq.clock import WallClock
-from simq.exceptions import BrokerUnavailable, ConfigurationError
+from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError
+from simq.pools import ChildSpec, Pool, ProcessPool, ThreadPool
 from simq.transport import redact_url
 
 if TYPE_CHECKING:
@@ -95,7 +97,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 
 class WorkerProcess:
-    """One ``simq worker`` invocation: its worker loops, signals, and reconnects."""
+    """One ``simq worker`` invocation: one Worker, its pool, signals, and reconnects.
+
+    What every pool slot shares (the result backend, the current app, the
+    producer pool, batch buffers, held eta messages) exists once in this
+    process, made before the pool starts; a reconnect makes a new Worker (a
+    new broker connection) on the same pool.
+    """
 
     def __init__(
         self,
@@ -108,9 +116,16 @@ class WorkerProcess:
         hostname: str | None = None,
         max_reconnect_delay: float = 30.0,
         poll_interval: float = 1.0,
+        app_spec: str | None = None,
+        broker: str | None = None,
     ) -> None:
         if pool not in POOLS:
             raise ConfigurationError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+        if pool == "processes" and not app_spec:
+            raise ConfigurationError(
+                "the processes pool imports the app in each child: give its spec (simq worker -A module:app, "
+                "or WorkerProcess(app_spec='module:app'))"
+            )
         self.app = app
         self.queues = queues
         self.concurrency = concurrency
@@ -119,13 +134,19 @@ class WorkerProcess:
         self.hostname = hostname or f"simq@{socket.gethostname()}"
         self.max_reconnect_delay = max_reconnect_delay
         self.poll_interval = poll_interval
+        self.app_spec = app_spec
+        self.broker = broker
         self.stopping = threading.Event()
         self.workers: list[Worker] = []
         self.reconnects = 0
+        self.executor_pool: Pool | None = None
         self._clock = WallClock()
-        self._lock = threading.Lock()
-        self._children: list[subprocess.Popen[bytes]] = []
         self._signals = 0
+
+    @property
+    def worker(self) -> Worker | None:
+        """The Worker consuming now (a new one after each reconnect)."""
+        return self.workers[-1] if self.workers else None
 
     # -- signals ---------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -135,19 +156,41 @@ class WorkerProcess:
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self._signals += 1
         name = signal.Signals(signum).name
-        for child in self._children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
         if self._signals == 1:
-            log.warning("%s: %s received, stopping gracefully (send it again to stop at once)", self.hostname, name)
+            log.warning("%s: %s received, stopping gracefully: running tasks finish, batches flush, held eta "
+                        "messages go back to the broker (send it again to stop at once)", self.hostname, name)
             self.stopping.set()
             return
-        log.warning("%s: second %s, stopping at once; the broker redelivers unacknowledged messages", self.hostname, name)
+        log.warning("%s: second %s, stopping at once. %s", self.hostname, name, self._what_is_lost())
         logging.shutdown()
         # Leave without running another line of task or worker code: no late
-        # ack can slip out. The OS closes the sockets; RabbitMQ requeues at
-        # once, Redis once this connection's liveness key expires (consumer_ttl).
+        # ack can slip out. The OS closes the sockets (RabbitMQ requeues at
+        # once, Redis once this connection's liveness key expires) and the pool's
+        # children die with this process.
         os._exit(1)
+
+    def _what_is_lost(self) -> str:
+        """What stopping now does to the tasks that are running, said plainly."""
+        running = self._running()
+        if not running:
+            return "No task was running; unacknowledged messages go back to the broker."
+        early = [r for r in running if r.acked]
+        late = [r for r in running if not r.acked]
+        parts = []
+        if late:
+            parts.append(f"{len(late)} running late-ack task(s) go back to the broker and run again: "
+                         + ", ".join(f"{r.name}[{r.id}]" for r in late))
+        if early:
+            parts.append(f"{len(early)} running task(s) were acknowledged when they started and are LOST "
+                         "(use acks_late=True for tasks that must survive this): "
+                         + ", ".join(f"{r.name}[{r.id}]" for r in early))
+        return "; ".join(parts) + "."
+
+    def _running(self) -> list[Any]:
+        if self.executor_pool is not None:
+            return self.executor_pool.active()
+        current = self.app.current_request()  # solo: the task this (main) thread is running
+        return [current] if current is not None else []
 
     def request_stop(self) -> None:
         """Graceful stop from code (what the first signal does)."""
@@ -155,104 +198,73 @@ class WorkerProcess:
 
     # -- running ------------------------------------------------------------------------------
     def run(self) -> int:
-        if self.pool == "processes" and self.concurrency > 1:
-            return self._run_processes()
-        loops = self.concurrency if self.pool == "threads" else 1
-        per_loop = 1 if self.pool == "threads" else self.concurrency
-        if loops == 1:
-            self._loop(self.hostname, per_loop)
-            return 0
-        threads = [
-            threading.Thread(target=self._loop, args=(f"{self.hostname}-{i + 1}", per_loop), name=f"simq-worker-{i + 1}", daemon=True)
-            for i in range(loops)
-        ]
-        for thread in threads:
-            thread.start()
-        while any(t.is_alive() for t in threads):
-            for thread in threads:
-                thread.join(timeout=0.2)
-        return 0
+        app = self.app
+        app.set_current()
+        app.backend  # noqa: B018 - one result backend for the whole process, made before any slot runs
+        self.executor_pool = self._make_pool()
+        try:
+            return self._loop()
+        finally:
+            if self.executor_pool is not None:
+                self.executor_pool.close(wait=True)
 
-    def _make_worker(self, hostname: str, concurrency: int) -> Worker:
+    def _make_pool(self) -> Pool | None:
+        if self.pool == "solo":
+            return None
+        if self.pool == "threads":
+            from simq.executor import Executor
+
+            return ThreadPool(Executor(self.app, self.app.backend, WallClock(), self.hostname), self.concurrency)
+        spec = ChildSpec(
+            app=str(self.app_spec),
+            broker=self.broker,
+            hostname=self.hostname,
+            loglevel=logging.getLogger().getEffectiveLevel(),
+            parent=os.getpid(),
+        )
+        return ProcessPool(spec, self.concurrency)
+
+    def _make_worker(self) -> Worker:
         return self.app.Worker(
             queues=self.queues,
-            concurrency=concurrency,
+            concurrency=self.concurrency,
             prefetch_multiplier=self.prefetch_multiplier,
-            hostname=hostname,
+            hostname=self.hostname,
+            pool=self.executor_pool,
         )
 
-    def _loop(self, hostname: str, concurrency: int) -> None:
-        """One worker loop that reconnects with backoff until asked to stop."""
+    def _loop(self) -> int:
+        """The worker loop, reconnecting with backoff until asked to stop; the exit code."""
         delay = 1.0
         while not self.stopping.is_set():
             worker: Worker | None = None
             try:
-                worker = self._make_worker(hostname, concurrency)
-                with self._lock:
-                    self.workers.append(worker)
+                worker = self._make_worker()
+                self.workers.append(worker)
                 worker.start()
-                log.info("%s: consuming %s", hostname, ", ".join(worker._consuming))
+                log.info("%s: ready, consuming %s", self.hostname, ", ".join(worker.consuming))
                 delay = 1.0
                 worker.run(poll_interval=self.poll_interval, until=self.stopping.is_set)
-                return
+                return 0
+            except AccessRefused as exc:
+                if worker is not None:
+                    _quietly(worker.crash)
+                log.error("%s: %s; stopping (fix the credentials and start the worker again)", self.hostname, exc)
+                return 3
             except (BrokerUnavailable, ConnectionError, OSError) as exc:
                 if worker is not None:
                     _quietly(worker.crash)
-                    with self._lock:
-                        if worker in self.workers:
-                            self.workers.remove(worker)
                 if self.stopping.is_set():
-                    return
+                    return 0
                 self.reconnects += 1
-                log.warning("%s: broker connection failed (%s); reconnecting in %.0f s", hostname, exc, delay)
+                log.warning("%s: broker connection failed (%s); reconnecting in %.0f s", self.hostname, exc, delay)
                 self.stopping.wait(delay)
                 delay = min(delay * 2, self.max_reconnect_delay)
             except BaseException:
                 if worker is not None:
                     _quietly(worker.crash)
                 raise
-
-    def _run_processes(self) -> int:
-        """``-c`` solo children; signals are forwarded; a child that dies is started again."""
-        base = [sys.executable, "-m", "simq.production", *self._child_args()]
-        for i in range(self.concurrency):
-            self._children.append(self._spawn(base, i))
-        delay = 1.0
-        while True:
-            alive = False
-            for i, child in enumerate(self._children):
-                code = child.poll()
-                if code is None:
-                    alive = True
-                elif not self.stopping.is_set():
-                    log.warning("%s: child %d exited with %s; starting another in %.0f s", self.hostname, i + 1, code, delay)
-                    self.stopping.wait(delay)
-                    delay = min(delay * 2, self.max_reconnect_delay)
-                    if not self.stopping.is_set():
-                        self._children[i] = self._spawn(base, i)
-                        alive = True
-            if not alive:
-                break
-            self.stopping.wait(0.2)
-        return max((c.returncode or 0 for c in self._children), default=0)
-
-    def _spawn(self, base: list[str], index: int) -> subprocess.Popen[bytes]:
-        # a session of its own: a terminal's Ctrl-C reaches the parent only, which forwards it once
-        return subprocess.Popen([*base, "--hostname", f"{self.hostname}-{index + 1}"], start_new_session=True)  # noqa: S603
-
-    def _child_args(self) -> list[str]:
-        args = ["-A", self._app_spec, "--pool", "solo", "-c", "1", "--loglevel", logging.getLevelName(log.getEffectiveLevel())]
-        if self.queues is not None:
-            args += ["-Q", ",".join(self.queues)]
-        if self.prefetch_multiplier is not None:
-            args += ["--prefetch-multiplier", str(self.prefetch_multiplier)]
-        if self._broker is not None:
-            args += ["--broker", self._broker]
-        args += ["--max-reconnect-delay", str(self.max_reconnect_delay)]
-        return args
-
-    _app_spec: str = ""
-    _broker: str | None = None
+        return 0
 
 
 def _quietly(fn: Callable[[], Any]) -> None:
@@ -285,19 +297,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         hostname=args.hostname,
         max_reconnect_delay=args.max_reconnect_delay,
         poll_interval=args.poll_interval,
+        app_spec=args.app,
+        broker=args.broker,
     )
-    process._app_spec = args.app
-    process._broker = args.broker
     process.install_signal_handlers()
     log.info(
-        "simq worker %s: broker %s, queues %s, pool %s, concurrency %d, prefetch multiplier %s",
+        "simq worker %s: broker %s, results %s, queues %s, pool %s, concurrency %d, prefetch multiplier %s",
         process.hostname,
         redact_url(app.conf.broker_url),
+        redact_url(str(app.conf.result_backend)),
         ",".join(queues) if queues else "(all declared)",
         pool,
         concurrency,
         args.prefetch_multiplier if args.prefetch_multiplier is not None else app.conf.worker_prefetch_multiplier,
     )
+    log.info("tasks: %s", ", ".join(sorted(name for name in app.tasks if not name.startswith("simq."))) or "(none)")
     try:
         return process.run()
     except ConfigurationError as exc:

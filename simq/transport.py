@@ -9,10 +9,11 @@ scheme, so a third party adds one without touching simq.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -150,14 +151,20 @@ class Transport:
 TransportFactory = Callable[..., Transport]
 
 
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@]*):(?P<password>.*)@(?P<rest>[^@]*)$", re.S)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced, for error messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL with any password replaced, for error messages and logs.
+
+    Read by hand, not with ``urlsplit``: a password with an unencoded ``#``,
+    ``/`` or ``?`` makes ``urlsplit`` end the host early, and the password would
+    show. Everything between ``user:`` and the last ``@`` is the password.
+    """
+    match = _USERINFO.match(url)
+    if match is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    return f"{match['scheme']}{match['user']}:***@{match['rest']}"
 
 
 def available_transports() -> dict[str, Any]:

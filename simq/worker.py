@@ -1,8 +1,13 @@
-"""The worker: consume, hold eta, execute, store the result, acknowledge.
+"""The worker: consume, hold eta, hand due requests to the pool, acknowledge.
 
 One class for simulation and production. It is handed a transport (a broker
 connection) and a clock; it never knows whether the clock is virtual. The
-simulation steps it (``step``); production loops it (``run``).
+simulation steps it (``step``); production loops it (``run``). What runs a
+task body, stores its result and sends what follows lives in
+``simq.executor``; where that runs (inline, a thread, a child process) is the
+pool's business (``simq.pools``). A worker process has one Worker: one
+connection, one prefetch window, one set of held eta messages and one batch
+buffer per Batches task, whatever its pool.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
-import traceback as tb_module
+import queue as queue_module
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -18,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from simq import protocol, states
-from simq.exceptions import ConfigurationError, MessageRejected, Retry
+from simq import protocol
+from simq.exceptions import ConfigurationError, MessageRejected, WorkerLostError
+from simq.executor import Executor, Outcome
+from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
 from simq.task import Context, Task
 
@@ -27,13 +34,12 @@ if TYPE_CHECKING:
     from simq.app import App
     from simq.backends.base import Backend
     from simq.clock import Clock, Timer
+    from simq.pools import Pool
     from simq.transport import Transport
 
-__all__ = ["Request", "Worker", "WorkerStats"]
+__all__ = ["Request", "Worker", "WorkerStats", "to_timestamp"]
 
 log = logging.getLogger("simq.worker")
-
-Emit = Callable[..., None]
 
 
 @attrs.define(eq=False, slots=True)
@@ -72,6 +78,14 @@ class Request:
             "priority": d.envelope.priority,
             "redelivered": d.redelivered,
         }
+
+    def portable(self) -> tuple[str, TaskMessage, Delivery, str]:
+        """What a child process needs to rebuild this request (no Task object, plain mappings)."""
+        m = self.message
+        message = attrs.evolve(m, kwargs=dict(m.kwargs), embed=dict(m.embed), headers=dict(m.headers))
+        d = self.delivery
+        delivery = attrs.evolve(d, envelope=attrs.evolve(d.envelope, headers=dict(d.envelope.headers)))
+        return m.task, message, delivery, self.hostname
 
     def context(self) -> Context:
         m = self.message
@@ -133,8 +147,10 @@ def to_timestamp(value: datetime | float | int, tz: Any = None) -> float:
 class Worker:
     """Consumes queues through ``transport`` and runs tasks of ``app``.
 
-    ``prefetch`` (unacknowledged deliveries held, including eta-held ones) is
-    ``concurrency * prefetch_multiplier``; a multiplier of 0 means unlimited.
+    ``prefetch`` (unacknowledged deliveries held, not counting eta messages
+    waiting for their time) is ``concurrency * prefetch_multiplier``; a
+    multiplier of 0 means unlimited. ``pool`` runs due requests (see
+    ``simq.pools``); without one they run inline, in the calling thread.
     """
 
     app: App
@@ -145,9 +161,10 @@ class Worker:
     concurrency: int = 1
     prefetch_multiplier: int | None = None
     backend: Backend | None = None
-    emit: Emit | None = None
-    fault: Callable[[Worker, str, Request], None] | None = None
+    hooks: Sequence[WorkerHook] = ()
+    pool: Pool | None = None
     stats: WorkerStats = attrs.field(factory=WorkerStats, init=False)
+    executor: Executor = attrs.field(init=False)
     _ready: deque[Request] = attrs.field(factory=deque, init=False)
     # Held eta messages by hold sequence number: the delivery and its decoded message
     # in two dicts, with no Request object until it is due (one object fewer for the
@@ -157,11 +174,11 @@ class Worker:
     _consuming: list[str] = attrs.field(factory=list, init=False)
     _accept: frozenset[str] = attrs.field(default=frozenset(), init=False)
     _max_size: int | None = attrs.field(default=None, init=False)
+    _eta_limit: float | None = attrs.field(default=None, init=False)
+    _reject_on_lost: bool = attrs.field(default=False, init=False)
     _started: bool = attrs.field(default=False, init=False)
     _stopping: bool = attrs.field(default=False, init=False)
-    _acks_late_default: bool = attrs.field(default=False, init=False)
-    _ignore_result_default: bool = attrs.field(default=False, init=False)
-    _track_started: bool = attrs.field(default=False, init=False)
+    _crashed: bool = attrs.field(default=False, init=False)
     # A heap of (eta, seq) orders the held messages, with one clock timer armed for the earliest. The
     # heap entries hold only numbers, so the garbage collector stops tracking them:
     # a million held messages cost a million small tuples, not a million timers.
@@ -169,6 +186,13 @@ class Worker:
     _eta_seq: Iterator[int] = attrs.field(factory=itertools.count, init=False)
     _eta_timer: Timer | None = attrs.field(default=None, init=False)
     _in_poll: bool = attrs.field(default=False, init=False)
+    _prefetch_applied: int = attrs.field(default=0, init=False)
+    _hooks: Hooks = attrs.field(init=False)
+    # Jobs handed to the pool and not finished yet; the pool reports each on ``_completions``.
+    _inflight: int = attrs.field(default=0, init=False)
+    _completions: queue_module.SimpleQueue[tuple[tuple[Request, ...], Outcome, bool]] = attrs.field(
+        factory=queue_module.SimpleQueue, init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.backend is None:
@@ -177,10 +201,32 @@ class Worker:
             self.prefetch_multiplier = int(self.app.conf.worker_prefetch_multiplier)
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
+        self._hooks = Hooks([*self.hooks, *self.app.worker_hooks])
+        self.executor = Executor(self.app, self.backend, self.clock, self.hostname, self._hooks)
+
+    def add_hook(self, hook: WorkerHook) -> None:
+        """Add a hook after the ones given (the simulator adds fault injection this way)."""
+        self.hooks = [*self.hooks, hook]
+        self._hooks = Hooks([*self.hooks, *self.app.worker_hooks])
+        self.executor.hooks = self._hooks
 
     @property
     def prefetch(self) -> int:
         return self.concurrency * (self.prefetch_multiplier or 0)
+
+    @property
+    def crashed(self) -> bool:
+        """True once the worker died without cleaning up (its unacknowledged deliveries are the broker's again)."""
+        return self._crashed
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def consuming(self) -> list[str]:
+        """The queues this worker consumes, in the order it started on them."""
+        return list(self._consuming)
 
     # -- life cycle ----------------------------------------------------------------
     def start(self) -> Worker:
@@ -190,17 +236,19 @@ class Worker:
         conf = self.app.conf
         self._accept = self.app.serializers.content_types(conf.accept_content)
         self._max_size = conf.get("worker_max_message_size")
-        self._acks_late_default = bool(conf.task_acks_late)
-        self._ignore_result_default = bool(conf.task_ignore_result)
-        self._track_started = bool(conf.task_track_started)
+        limit = conf.get("task_eta_limit")
+        self._eta_limit = None if limit is None else float(limit)
+        self._reject_on_lost = bool(conf.get("task_reject_on_worker_lost"))
         for task in self.app.tasks.values():
             task.check_worker(self)
         router = self.app.router
         names = list(self.queues) if self.queues is not None else list(router.queues)
         for name in names:
             self.add_queue(name)
+        self._prefetch_applied = self.prefetch
         self._started = True
-        self._emit("worker-start", detail=",".join(names))
+        for hook in self._hooks.worker_start:
+            hook(self)
         return self
 
     def add_queue(self, name: str) -> None:
@@ -209,32 +257,45 @@ class Worker:
             return
         queue = self.app.router.queue(name)
         self.transport.declare_queue(queue)
-        self.transport.consume(queue.name, prefetch=self.prefetch, tag=f"{self.hostname}:{queue.name}")
+        self.transport.consume(queue.name, prefetch=self._prefetch_applied or self.prefetch, tag=f"{self.hostname}:{queue.name}")
         self._consuming.append(queue.name)
 
     def stop(self) -> None:
-        """Graceful stop: flush what tasks hold, give held eta messages back, close."""
+        """Graceful stop: finish what was received, flush what tasks hold, give held eta messages back, close."""
         if self._stopping:
             return
         self._stopping = True
         for tag in [f"{self.hostname}:{q}" for q in self._consuming]:
             self.transport.cancel(tag)
-        while self._ready:
-            self.step()
+        self._finish_received()
         for task in self.app.tasks.values():
             task.on_worker_shutdown(self)
+        self._finish_received()
         for delivery in self._drop_held():
             self.transport.reject(delivery, requeue=True, reason="worker shutdown")
         self.transport.close()
-        self._emit("worker-stop")
+        for hook in self._hooks.worker_stop:
+            hook(self)
+
+    def _finish_received(self) -> None:
+        """Run every ready request and wait for every job the pool holds."""
+        while self._ready or self._inflight:
+            self._drain_completions()
+            if self._ready and self._has_slot():
+                request = self._ready.popleft()
+                request.task.handle(self, request)
+            elif self._inflight:
+                self._drain_completions(timeout=0.05)
 
     def crash(self) -> None:
         """Die without cleaning up: the broker takes back every unacknowledged delivery."""
         self._stopping = True
+        self._crashed = True
         self._drop_held()
         self._ready.clear()
         self.transport.close()
-        self._emit("worker-crash")
+        for hook in self._hooks.worker_crash:
+            hook(self)
 
     # -- receiving -------------------------------------------------------------------
     def poll(self, timeout: float | None = 0) -> int:
@@ -250,6 +311,7 @@ class Worker:
         finally:
             self._in_poll = False
         self._arm_eta_timer()
+        self._apply_prefetch()
         return len(deliveries)
 
     def on_delivery(self, delivery: Delivery) -> None:
@@ -283,17 +345,33 @@ class Worker:
                 f"registered on {self.hostname}; import the module that defines it in the worker",
             )
             return
-        self.stats.received += 1
         eta = message.eta
-        if eta is not None and eta > self.clock.now:
+        now = self.clock.now
+        if eta is not None and self._eta_limit is not None and eta - now > self._eta_limit:
+            self.reject(
+                delivery,
+                "eta-out-of-range",
+                f"task {message.task!r}[{message.id}] has an eta {eta - now:.0f} s ahead, beyond "
+                f"task_eta_limit={self._eta_limit:.0f} s; it would be held for ever",
+            )
+            return
+        self.stats.received += 1
+        hooks = self._hooks
+        if hooks.on_received:
+            request = Request(message, delivery, task, self.hostname)
+            for hook in hooks.on_received:
+                hook(self, request)
+        if log.isEnabledFor(logging.INFO):
+            log.info("Task %s[%s] received%s", message.task, message.id, f" (eta in {eta - now:.3f}s)" if eta and eta > now else "")
+        if eta is not None and eta > now:
             max_hold = self.transport.max_hold
-            if max_hold is not None and eta - self.clock.now > max_hold:
+            if max_hold is not None and eta - now > max_hold:
                 # Due after the broker would take the delivery back from us (RabbitMQ's
                 # consumer_timeout): the broker keeps it until nearer its time.
                 self.transport.defer(delivery, eta)
                 self.stats.deferred += 1
-                log.info("deferred %s[%s]: due in %.0f s, longer than this broker lets a consumer hold it (%.0f s)",
-                         message.task, message.id, eta - self.clock.now, max_hold)
+                log.info("Task %s[%s] deferred: due in %.0f s, longer than this broker lets a consumer hold it (%.0f s)",
+                         message.task, message.id, eta - now, max_hold)
                 return
             seq = next(self._eta_seq)
             self._held[seq] = delivery
@@ -301,10 +379,27 @@ class Worker:
             heapq.heappush(self._eta_heap, (eta, seq))
             if not self._in_poll:
                 self._arm_eta_timer()
-            if self.emit is not None:
-                self._emit("held", Request(message, delivery, task, self.hostname))
+                self._apply_prefetch()
+            if hooks.on_held:
+                request = Request(message, delivery, task, self.hostname)
+                for hook in hooks.on_held:
+                    hook(self, request)
             return
         self._ready.append(Request(message, delivery, task, self.hostname))
+
+    def _apply_prefetch(self) -> None:
+        """Held eta messages do not count against prefetch: widen the window by what is held.
+
+        Otherwise a few far-off etas fill the window and the worker never takes
+        another message (what Celery does too: its QoS grows with eta tasks).
+        """
+        base = self.prefetch
+        if not base or self._stopping:
+            return
+        wanted = base + len(self._held)
+        if wanted != self._prefetch_applied:
+            self._prefetch_applied = wanted
+            self.transport.set_prefetch(wanted)
 
     def _release_due(self) -> None:
         """The eta timer fired: make every held request that is due ready, in (eta, arrival) order."""
@@ -321,6 +416,7 @@ class Worker:
                 message = messages.pop(seq)
                 self._ready.append(Request(message, delivery, tasks[message.task], self.hostname))
         self._arm_eta_timer()
+        self._apply_prefetch()
 
     def _arm_eta_timer(self) -> None:
         """Make sure the clock wakes the worker when its earliest held request is due."""
@@ -355,11 +451,12 @@ class Worker:
             "rejected message %r (delivery %s) from queue %r (%s): %s",
             message_id or delivery.envelope.message_id, delivery.tag, delivery.queue, reason, detail,
         )
-        self._emit("rejected", None, delivery.queue, f"{reason}: {detail}")
+        for hook in self._hooks.on_rejected:
+            hook(self, delivery, reason, detail)
 
     # -- stepping (simulation) and looping (production) ------------------------------
     def has_work(self) -> bool:
-        return bool(self._ready) or self.transport.has_events()  # type: ignore[attr-defined]
+        return bool(self._ready) or self.transport.has_events() or not self._completions.empty()  # type: ignore[attr-defined]
 
     @property
     def held(self) -> int:
@@ -374,8 +471,15 @@ class Worker:
     def ready(self) -> int:
         return len(self._ready)
 
+    @property
+    def inflight(self) -> int:
+        """Jobs handed to the pool that have not finished (always 0 without a pool)."""
+        return self._inflight
+
     def step(self) -> bool:
         """Take new deliveries, then run at most one due request."""
+        if self._inflight:
+            self._drain_completions()
         if not self._ready:
             self.poll(0)
         if not self._ready:
@@ -385,19 +489,26 @@ class Worker:
         return True
 
     def run(self, *, poll_interval: float = 1.0, until: Callable[[], bool] | None = None) -> None:
-        """The production loop: receive, fire due timers, execute, until stopped."""
+        """The production loop: receive, fire due timers, hand due requests to the pool, acknowledge."""
         self.start()
         clock = self.clock
         while not self._stopping and not (until is not None and until()):
             clock.run_due()
-            while self._ready and not self._stopping:
+            self._drain_completions()
+            while self._ready and not self._stopping and self._has_slot():
                 request = self._ready.popleft()
                 request.task.handle(self, request)
                 clock.run_due()
             deadline = clock.next_deadline()
             timeout = poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - clock.now))
+            if self._inflight:
+                timeout = min(timeout, 0.005)  # the pool's completions are read this often
             self.poll(timeout)
         self.stop()
+
+    def _has_slot(self) -> bool:
+        pool = self.pool
+        return pool is None or pool.free() > 0
 
     # -- executing ---------------------------------------------------------------------
     def ack(self, request: Request) -> None:
@@ -407,126 +518,95 @@ class Worker:
             self.stats.acked += 1
 
     def execute(self, request: Request) -> None:
-        """Run one request now: expiry check, early ack, body, result, late ack."""
+        """Run one due request: expiry check, early ack, then the body in the pool; late ack when it is done."""
         message = request.message
-        task = request.task
-        backend = self.backend
-        assert backend is not None
-        now = self.clock.now
-        if message.expires is not None and now >= message.expires:
-            meta = backend.mark_as_revoked(message.id, "expired before it could run")
-            self.ack(request)
-            self.stats.revoked += 1
-            self._emit("revoked", request, detail="expired")
-            if message.embed:
-                from simq import canvas
-
-                canvas.on_revoked(self, request, meta.result)
+        if message.expires is not None and self.clock.now >= message.expires:
+            self._expired(request)
             return
-        acks_late = task.acks_late if task.acks_late is not None else self._acks_late_default
+        executor = self.executor
+        acks_late = executor.acks_late(request)
         if not acks_late:
             self.ack(request)
-        fault = self.fault  # the simulator's fault injection points: "run", "ran", "done"
-        if fault is not None:
-            fault(self, "run", request)
-        if self._track_started or task.track_started:
-            backend.mark_as_started(message.id)
-        requests = task._stack()  # what self.request reads, in this thread
-        requests.append(request)  # its Context is built only if the task reads self.request
-        app = self.app
-        previous = app._enter_task(request)
-        try:
-            retval = task.run(*message.args, **message.kwargs)
-        except Retry as retry:
-            if fault is not None:
-                fault(self, "ran", request)
-            self._on_retry(request, retry)
-        except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
-            if fault is not None:
-                fault(self, "ran", request)
-            self._on_failure(request, exc, tb_module.format_exc())
-        else:
-            if fault is not None:
-                fault(self, "ran", request)
-            self._on_success(request, retval)
-        finally:
-            app._leave_task(previous)
-            requests.pop()
-        # Not in ``finally``: a worker that dies (BaseException) must not acknowledge.
-        if fault is not None:
-            fault(self, "done", request)
-        if acks_late:
+        pool = self.pool
+        if pool is None:
+            outcome = executor.run_task(request)
+            for hook in self._hooks.before_ack:
+                hook(self, request)
+            self._finish((request,), outcome, acks_late)
+            return
+        self._inflight += 1
+        pool.submit_task(request, self._reporter((request,), acks_late))
+
+    def run_batch(self, task: Any, requests: list[Request]) -> None:
+        """Run one batch of a Batches task in the pool; its messages are acknowledged after it ran."""
+        pool = self.pool
+        if pool is None:
+            self._finish(tuple(requests), task.execute_batch(self.executor, requests), True)
+            return
+        self._inflight += 1
+        pool.submit_batch(task, requests, self._reporter(tuple(requests), True))
+
+    def _reporter(self, requests: tuple[Request, ...], acks_late: bool) -> Callable[[Outcome], None]:
+        completions = self._completions
+
+        def report(outcome: Outcome) -> None:  # called in the pool's thread
+            completions.put((requests, outcome, acks_late))
+
+        return report
+
+    def _drain_completions(self, timeout: float | None = None) -> None:
+        """Settle the jobs the pool finished (waiting up to ``timeout`` for the first, if given)."""
+        completions = self._completions
+        while self._inflight:
+            try:
+                item = completions.get(timeout=timeout) if timeout else completions.get_nowait()
+            except queue_module.Empty:
+                return
+            timeout = None
+            self._inflight -= 1
+            self._finish(*item)
+
+    def _finish(self, requests: tuple[Request, ...], outcome: Outcome, acks_late: bool) -> None:
+        """A job is done: count it, and acknowledge (or give back) what it ran."""
+        stats = self.stats
+        stats.succeeded += outcome.succeeded
+        stats.failed += outcome.failed
+        stats.retried += outcome.retried
+        if self._crashed:
+            return  # this worker's connection is gone: the broker redelivers its unacknowledged messages
+        if outcome.lost:
+            self._lost(requests, outcome, acks_late)
+            return
+        if not acks_late:
+            return
+        if outcome.transient:
+            for request in requests:
+                self.transport.reject(request.delivery, requeue=True, reason=outcome.error or "retry")
+            return
+        for request in requests:
             self.ack(request)
 
-    def _on_success(self, request: Request, retval: Any) -> None:
-        task = request.task
+    def _lost(self, requests: tuple[Request, ...], outcome: Outcome, acks_late: bool) -> None:
+        """The pool slot died running ``requests`` (a killed child process)."""
+        for request in requests:
+            if acks_late and self._reject_on_lost:
+                log.error("Task %s[%s]: %s; given back to the broker (task_reject_on_worker_lost)",
+                          request.name, request.id, outcome.error)
+                self.transport.reject(request.delivery, requeue=True, reason=outcome.error or "worker lost")
+                continue
+            exc = WorkerLostError(f"task {request.name}[{request.id}]: {outcome.error}")
+            log.error("Task %s[%s] failed: %s", request.name, request.id, exc)
+            self.backend.mark_as_failure(request.id, exc, None, request=request.message)  # type: ignore[union-attr]
+            self.stats.failed += 1
+            for hook in self._hooks.on_failure:
+                hook(self.executor, request, exc, "")
+            self.ack(request)
+
+    def _expired(self, request: Request) -> None:
         message = request.message
-        ignore = task.ignore_result if task.ignore_result is not None else self._ignore_result_default
-        if message.embed:
-            # A canvas task: its result and what follows it (a chord part's count,
-            # the next link) may share round trips; all is written before the ack.
-            with self.backend.deferred_writes():  # type: ignore[union-attr]
-                self._succeeded(request, retval, store=True)
-        else:
-            self._succeeded(request, retval, store=not ignore)
-
-    def _succeeded(self, request: Request, retval: Any, *, store: bool) -> None:
-        task = request.task
-        message = request.message
-        if store:
-            try:
-                self.backend.store_result(message.id, retval, states.SUCCESS, name=message.task)  # type: ignore[union-attr]
-            except Exception as exc:  # noqa: BLE001 - e.g. a result the serializer refuses
-                self._on_failure(request, exc, tb_module.format_exc())
-                return
-        self.stats.succeeded += 1
-        self._emit("succeeded", request, detail=retval)
-        task.on_success(retval, message.id, message.args, message.kwargs)
-        if message.embed:
-            from simq import canvas
-
-            canvas.on_success(self, request, retval)
-
-    def _on_failure(self, request: Request, exc: BaseException, traceback: str) -> None:
-        message = request.message
-        self.backend.mark_as_failure(message.id, exc, traceback, request=message)  # type: ignore[union-attr]
-        self.stats.failed += 1
-        self._emit("failed", request, detail=f"{type(exc).__name__}: {exc}")
-        try:
-            request.task.on_failure(exc, message.id, message.args, message.kwargs, traceback)
-        except Exception:
-            log.exception("on_failure hook of %s raised", message.task)
-        if message.embed:
-            from simq import canvas
-
-            canvas.on_failure(self, request, exc, traceback)
-
-    def _on_retry(self, request: Request, retry: Retry) -> None:
-        message = request.message
-        task = request.task
-        args_override = getattr(retry, "args_override", None)
-        kwargs_override = getattr(retry, "kwargs_override", None)
-        countdown = getattr(retry, "countdown", None)
-        eta = getattr(retry, "eta", None)
-        when = to_timestamp(eta) if eta is not None else self.clock.now + float(countdown or 0)
-        again = attrs.evolve(
-            message,
-            retries=message.retries + 1,
-            eta=when,
-            args=args_override if args_override is not None else message.args,
-            kwargs=kwargs_override if kwargs_override is not None else message.kwargs,
-        )
-        serializer = self.app.serializers.name_for(request.delivery.envelope.content_type)
-        try:
-            self.app._republish(again, request.delivery, serializer)
-        except Exception as exc:  # noqa: BLE001 - could not send the retry: the task fails
-            self._on_failure(request, exc, tb_module.format_exc())
-            return
-        self.backend.mark_as_retry(message.id, retry.exc, None, retries=again.retries)  # type: ignore[union-attr]
-        self.stats.retried += 1
-        self._emit("retry", request, detail=f"retry {again.retries} at +{when - self.clock.now:g}s")
-        task.on_retry(retry.exc, message.id, message.args, message.kwargs, None)
-
-    def _emit(self, kind: str, request: Request | None = None, queue: str | None = None, detail: Any = None) -> None:
-        if self.emit is not None:
-            self.emit(kind, self.hostname, request, queue, detail)
+        meta = self.backend.mark_as_revoked(message.id, "expired before it could run")  # type: ignore[union-attr]
+        self.ack(request)
+        self.stats.revoked += 1
+        log.info("Task %s[%s] expired before it could run: revoked", message.task, message.id)
+        for hook in self._hooks.on_expired:
+            hook(self.executor, request, meta.result)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from simq import App, states
+from simq.exceptions import ConfigurationError
 from simq.message import Envelope
 
 
@@ -22,15 +25,48 @@ def make_app(**config):
     return app
 
 
-def test_eta_messages_are_held_and_count_against_prefetch():
+def test_eta_messages_are_held_without_filling_the_prefetch_window():
     app = make_app(worker_prefetch_multiplier=2)
     with app.simulate(workers=1) as sim:
         worker = sim.worker_list[0]
         results = [app.tasks["add"].apply_async((i, i), countdown=10) for i in range(3)]
         sim.advance(1)
-        assert worker.held == 2  # prefetch 2: the third waits in the queue
-        assert sim.depth("celery") == 1
+        assert worker.held == 3  # prefetch 2 counts only what is not waiting for its eta
+        assert sim.depth("celery") == 0
+        assert worker.transport.prefetch == 2 + 3
         assert [r.get() for r in results] == [0, 2, 4]
+        assert worker.transport.prefetch == 2  # the window shrinks back as held messages fall due
+
+
+def test_far_off_etas_never_stop_a_worker_taking_new_work():
+    # Four messages a year away used to fill a -c 1 worker's window (prefetch 4) for good.
+    app = make_app(worker_prefetch_multiplier=4)
+    with app.simulate(workers=1) as sim:
+        worker = sim.worker_list[0]
+        for i in range(4):
+            app.tasks["add"].apply_async((i, i), countdown=365 * 86400)
+        sim.advance(1)
+        assert worker.held == 4
+        assert app.tasks["add"].delay(20, 22).get(timeout=5) == 42
+
+
+def test_an_eta_beyond_the_limit_is_refused_at_send_naming_the_setting():
+    app = make_app(task_eta_limit=3600)
+    with app.simulate(workers=1):
+        with pytest.raises(ConfigurationError, match="task_eta_limit=3600"):
+            app.tasks["add"].apply_async((1, 1), countdown=7200)
+
+
+def test_an_eta_beyond_the_workers_limit_is_dead_lettered_not_held():
+    app = make_app(task_eta_limit=None)
+    with app.simulate(workers=0) as sim:
+        app.tasks["add"].apply_async((1, 1), countdown=7200)  # a sender without the limit
+        app.conf.task_eta_limit = 3600
+        worker = sim.add_worker()
+        sim.run_until_idle()
+        assert worker.held == 0
+        assert worker.stats.rejected == {"eta-out-of-range": 1}
+        assert "task_eta_limit=3600" in sim.dead_letters[0].reason
 
 
 def test_early_ack_happens_before_the_body_runs():

@@ -39,12 +39,14 @@ from typing import TYPE_CHECKING
 import attrs
 
 from simq.exceptions import ConfigurationError
+from simq.hooks import WorkerHook
 
 if TYPE_CHECKING:
+    from simq.executor import Executor
     from simq.memory.simulation import Simulation
     from simq.worker import Request, Worker
 
-__all__ = ["KINDS", "Fault", "FaultInjector", "FaultPlan", "WorkerCrashed"]
+__all__ = ["KINDS", "Fault", "FaultHook", "FaultInjector", "FaultPlan", "WorkerCrashed"]
 
 # Where each kind can strike: a point inside Worker.execute, or "step" (between two simulation steps).
 _POINT_OF = {
@@ -133,6 +135,23 @@ class Fault:
 
 class WorkerCrashed(BaseException):
     """Raised through a worker's stack when the simulation kills it; the simulation catches it."""
+
+
+class FaultHook(WorkerHook):
+    """One worker's fault injection points, as a worker hook: "run", "ran" and "done"."""
+
+    def __init__(self, injector: FaultInjector, worker: Worker) -> None:
+        self.injector = injector
+        self.worker = worker
+
+    def before_run(self, executor: Executor, request: Request) -> None:
+        self.injector.on_point(self.worker, "run", request)
+
+    def after_run(self, executor: Executor, request: Request) -> None:
+        self.injector.on_point(self.worker, "ran", request)
+
+    def before_ack(self, worker: Worker, request: Request) -> None:
+        self.injector.on_point(worker, "done", request)
 
 
 @attrs.define(eq=False)

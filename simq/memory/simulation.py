@@ -19,17 +19,19 @@ from simq.backends.memory import MemoryBackend
 from simq.clock import DEFAULT_START, EagerClock, TimePatch, VirtualClock
 from simq.exceptions import SimqError, SimulationIdle
 from simq.exceptions import TimeoutError as SimqTimeout
+from simq.hooks import WorkerHook
 from simq.memory.broker import MemoryBroker, MemoryTransport
-from simq.memory.faults import Fault, FaultInjector, FaultPlan, WorkerCrashed
+from simq.memory.faults import Fault, FaultHook, FaultInjector, FaultPlan, WorkerCrashed
 from simq.worker import Worker
 
 if TYPE_CHECKING:
     from simq.app import App
-    from simq.message import TaskMessage
+    from simq.executor import Executor
+    from simq.message import Delivery, TaskMessage
     from simq.routing import Queue, Route
     from simq.worker import Request
 
-__all__ = ["Simulation", "TraceEvent"]
+__all__ = ["Simulation", "TraceEvent", "TraceHook"]
 
 # The RFC 4122 variant and version-4 bits, as uuid.UUID(int=..., version=4) sets them.
 _UUID_CLEAR = ~((0xC000 << 48) | (0xF000 << 64))
@@ -81,6 +83,7 @@ class Simulation:
     _opened: bool = attrs.field(default=False, init=False)
     _injector: FaultInjector | None = attrs.field(default=None, init=False)
     record_trace: bool = True
+    _trace_hook: TraceHook = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -90,6 +93,7 @@ class Simulation:
         self.backend = MemoryBackend(self.app.serializers, self.clock, self.app.conf.result_serializer)
         self.producer = MemoryTransport(self.broker)
         self._time_patch = TimePatch(self.clock, tick=self.eager)
+        self._trace_hook = TraceHook(self._emit)
         if self.faults is not None:
             self._injector = FaultInjector(self, self.faults)
 
@@ -151,9 +155,10 @@ class Simulation:
             concurrency=concurrency,
             prefetch_multiplier=prefetch_multiplier,
             backend=self.backend,
-            emit=self._emit,
-            fault=self._injector.on_point if self._injector is not None else None,
+            hooks=[self._trace_hook] if self.record_trace else [],
         )
+        if self._injector is not None:
+            worker.add_hook(FaultHook(self._injector, worker))
         worker.start()
         self.worker_list.append(worker)
         if queues is None:
@@ -215,7 +220,7 @@ class Simulation:
         if self._injector is None:
             self._injector = FaultInjector(self, None)
             for w in self.worker_list:
-                w.fault = self._injector.on_point
+                w.add_hook(FaultHook(self._injector, w))
         self._injector.inject(kind, task=task, worker=worker, when=when, seconds=seconds, times=times)
 
     @property
@@ -387,3 +392,41 @@ class Simulation:
     @property
     def virtual(self) -> bool:
         return not self.eager
+
+
+class TraceHook(WorkerHook):
+    """The simulation's trace, as a worker hook: one event per moment a run is judged by."""
+
+    def __init__(self, emit: Callable[[str, str, Request | None, str | None, Any], None]) -> None:
+        self.emit = emit
+
+    def worker_start(self, worker: Worker) -> None:
+        self.emit("worker-start", worker.hostname, None, None, ",".join(worker.consuming))
+
+    def worker_stop(self, worker: Worker) -> None:
+        self.emit("worker-stop", worker.hostname, None, None, None)
+
+    def worker_crash(self, worker: Worker) -> None:
+        self.emit("worker-crash", worker.hostname, None, None, None)
+
+    def on_held(self, worker: Worker, request: Request) -> None:
+        self.emit("held", worker.hostname, request, None, None)
+
+    def on_rejected(self, worker: Worker, delivery: Delivery, reason: str, detail: str) -> None:
+        self.emit("rejected", worker.hostname, None, delivery.queue, f"{reason}: {detail}")
+
+    def on_expired(self, executor: Executor, request: Request, exc: BaseException) -> None:
+        self.emit("revoked", executor.hostname, request, None, "expired")
+
+    def on_success(self, executor: Executor, request: Request, retval: Any) -> None:
+        self.emit("succeeded", executor.hostname, request, None, retval)
+
+    def on_failure(self, executor: Executor, request: Request, exc: BaseException, traceback: str) -> None:
+        self.emit("failed", executor.hostname, request, None, f"{type(exc).__name__}: {exc}")
+
+    def on_retry(self, executor: Executor, request: Request, retry: Any) -> None:
+        when = retry.when if retry.when is not None else executor.clock.now
+        self.emit("retry", executor.hostname, request, None, f"retry {request.message.retries + 1} at +{when - executor.clock.now:g}s")
+
+    def on_batch(self, executor: Executor, task: Any, requests: Sequence[Request]) -> None:
+        self.emit("batch", executor.hostname, requests[0], None, len(requests))

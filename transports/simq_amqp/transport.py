@@ -38,7 +38,7 @@ import amqp.exceptions
 import amqp.transport
 from kombu.utils.url import parse_url
 
-from simq.exceptions import BrokerUnavailable, ConfigurationError, NotDelivered, RoutingError, Unroutable
+from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError, NotDelivered, RoutingError, Unroutable
 from simq.message import Delivery, Envelope
 from simq.routing import DEFAULT_EXCHANGE, Exchange, Queue, exchange_routes
 from simq.transport import Capabilities, Transport, redact_url
@@ -186,7 +186,7 @@ class AMQPTransport(Transport):
         try:
             self.raw.connect()
         except amqp.exceptions.AccessRefused as exc:
-            raise BrokerUnavailable(
+            raise AccessRefused(
                 f"RabbitMQ at {self.host}:{self.port} refused the credentials in {redact_url(url)}: {exc}"
             ) from None
         except (TimeoutError, *_CONNECTION_ERRORS) as exc:

@@ -49,7 +49,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from simq.exceptions import BrokerUnavailable, NotDelivered, RoutingError, Unroutable
+from simq.exceptions import AccessRefused, BrokerUnavailable, NotDelivered, RoutingError, Unroutable
 from simq.message import Delivery, Envelope
 from simq.routing import DEFAULT_EXCHANGE, Exchange, Queue, exchange_routes
 from simq.transport import Capabilities, Transport, redact_url
@@ -137,17 +137,18 @@ def connect_redis(url: str, connect_timeout: float | None, what: str = "broker")
         probe.ping()
         probe.close()
         client.ping()
+    except redis.AuthenticationError as exc:  # a ConnectionError to redis-py: caught first
+        probe.close()
+        client.close()
+        raise AccessRefused(
+            f"Redis at {kwargs['host']}:{kwargs['port']} refused the credentials in {redact_url(url)}: {exc}"
+        ) from None
     except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
         probe.close()
         client.close()
         raise BrokerUnavailable(
             f"cannot reach the Redis {what} at {kwargs['host']}:{kwargs['port']} ({redact_url(url)}) "
             f"within {connect_timeout} s: {exc}. Is redis-server running there?"
-        ) from None
-    except redis.AuthenticationError as exc:
-        client.close()
-        raise BrokerUnavailable(
-            f"Redis at {kwargs['host']}:{kwargs['port']} refused the credentials in {redact_url(url)}: {exc}"
         ) from None
     return client, query
 

@@ -1,0 +1,238 @@
+"""Running a task: the body, its result, its retries and what the canvas does next.
+
+This is the part of a worker that runs in a pool slot: inline in the
+simulator and in a ``solo`` worker, in a thread of a ``threads`` pool, in a
+child process of a ``processes`` pool. Receiving, holding, acknowledging and
+batch buffering stay with the :class:`~simq.worker.Worker` (one per worker
+process), which hands each due request to the pool and gets an
+:class:`Outcome` back.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback as tb_module
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from simq import states
+from simq.exceptions import BrokerUnavailable, Retry
+from simq.hooks import Hooks
+
+if TYPE_CHECKING:
+    from simq.app import App
+    from simq.backends.base import Backend
+    from simq.clock import Clock
+    from simq.worker import Request
+
+__all__ = ["Executor", "Outcome"]
+
+log = logging.getLogger("simq.worker")
+
+_MAX_LOGGED_RESULT = 200
+
+
+@attrs.frozen
+class Outcome:
+    """What one job (a task, or one batch) did, as the worker counts it.
+
+    ``error`` says the slot could not finish the job (the result backend was
+    unreachable, the child process died); ``transient`` marks errors worth
+    another delivery (the broker keeps a late-ack message for a retry);
+    ``lost`` says the slot itself died (a killed child process) mid-job.
+    """
+
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    error: str | None = None
+    transient: bool = False
+    lost: bool = False
+
+    def __add__(self, other: Outcome) -> Outcome:
+        return Outcome(
+            self.succeeded + other.succeeded,
+            self.failed + other.failed,
+            self.retried + other.retried,
+            self.error or other.error,
+            self.transient or other.transient,
+            self.lost or other.lost,
+        )
+
+
+SUCCEEDED = Outcome(succeeded=1)
+FAILED = Outcome(failed=1)
+RETRIED = Outcome(retried=1)
+NOTHING = Outcome()
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_LOGGED_RESULT else f"{text[:_MAX_LOGGED_RESULT]}..."
+
+
+@attrs.define(eq=False)
+class Executor:
+    """Runs requests of ``app``; one is shared by every slot of a pool in one process."""
+
+    app: App
+    backend: Backend
+    clock: Clock
+    hostname: str
+    hooks: Hooks = attrs.field(factory=Hooks)
+    _ignore_result_default: bool = attrs.field(default=False, init=False)
+    _track_started: bool = attrs.field(default=False, init=False)
+    _acks_late_default: bool = attrs.field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        conf = self.app.conf
+        self._ignore_result_default = bool(conf.task_ignore_result)
+        self._track_started = bool(conf.task_track_started)
+        self._acks_late_default = bool(conf.task_acks_late)
+
+    def acks_late(self, request: Request) -> bool:
+        late = request.task.acks_late
+        return self._acks_late_default if late is None else bool(late)
+
+    # -- one task -----------------------------------------------------------------------
+    def run_task(self, request: Request) -> Outcome:
+        """Run one request's body and everything after it; never raises ``Exception``.
+
+        A worker that dies (``BaseException``, e.g. the simulator's crash
+        fault, raised from a hook) passes through, so nothing is reported and nothing acknowledged.
+        """
+        try:
+            outcome = self._run(request)
+            if self.acks_late(request):
+                # The message is acknowledged once this returns: its result must be stored by then.
+                self.backend.sync()
+            return outcome
+        except BrokerUnavailable as exc:
+            log.error(
+                "Task %s[%s]: the result backend is unreachable, its result may be lost: %s",
+                request.name,
+                request.id,
+                exc,
+            )
+            return Outcome(error=f"{type(exc).__name__}: {exc}", transient=True)
+        except Exception as exc:
+            log.exception("Task %s[%s]: internal error after its body ran", request.name, request.id)
+            try:
+                self.backend.mark_as_failure(request.id, exc, tb_module.format_exc(), request=request.message)
+            except Exception:
+                log.debug("could not store the internal error of %s", request.id, exc_info=True)
+            return Outcome(failed=1, error=f"{type(exc).__name__}: {exc}")
+
+    def _run(self, request: Request) -> Outcome:
+        message = request.message
+        task = request.task
+        hooks = self.hooks
+        for hook in hooks.before_run:
+            hook(self, request)
+        if self._track_started or task.track_started:
+            self.backend.mark_as_started(message.id)
+        requests = task._stack()  # what self.request reads, in this thread
+        requests.append(request)  # its Context is built only if the task reads self.request
+        app = self.app
+        previous = app._enter_task(request)
+        began = self.clock.now
+        try:
+            retval = task.run(*message.args, **message.kwargs)
+        except Retry as retry:
+            for hook in hooks.after_run:
+                hook(self, request)
+            return self.retried(request, retry)
+        except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
+            for hook in hooks.after_run:
+                hook(self, request)
+            return self.failed(request, exc, tb_module.format_exc(), self.clock.now - began)
+        finally:
+            app._leave_task(previous)
+            requests.pop()
+        for hook in hooks.after_run:
+            hook(self, request)
+        return self.succeeded(request, retval, self.clock.now - began)
+
+    # -- after the body ---------------------------------------------------------------------
+    def succeeded(self, request: Request, retval: Any, runtime: float = 0.0) -> Outcome:
+        """Store ``retval`` and run what follows a success (callbacks, the next chain link, chord count)."""
+        task = request.task
+        message = request.message
+        if message.embed:
+            # A canvas task: its result and what follows it (a chord part's count,
+            # the next link) may share round trips; all is written before the ack.
+            with self.backend.deferred_writes():
+                return self._succeeded(request, retval, runtime, store=True)
+        ignore = task.ignore_result if task.ignore_result is not None else self._ignore_result_default
+        return self._succeeded(request, retval, runtime, store=not ignore)
+
+    def _succeeded(self, request: Request, retval: Any, runtime: float, *, store: bool) -> Outcome:
+        task = request.task
+        message = request.message
+        if store:
+            try:
+                self.backend.store_result(message.id, retval, states.SUCCESS, name=message.task)
+            except BrokerUnavailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a result the serializer refuses
+                return self.failed(request, exc, tb_module.format_exc(), runtime)
+        if log.isEnabledFor(logging.INFO):
+            log.info("Task %s[%s] succeeded in %.6fs: %s", message.task, message.id, runtime, _short(retval))
+        for hook in self.hooks.on_success:
+            hook(self, request, retval)
+        task.on_success(retval, message.id, message.args, message.kwargs)
+        return SUCCEEDED
+
+    def failed(self, request: Request, exc: BaseException, traceback: str, runtime: float = 0.0) -> Outcome:
+        """Store the failure, call the task's hook, the errbacks, and fail what the canvas would run next."""
+        message = request.message
+        self.backend.mark_as_failure(message.id, exc, traceback, request=message)
+        log.error(
+            "Task %s[%s] raised unexpected: %s: %s (after %.6fs)\n%s",
+            message.task,
+            message.id,
+            type(exc).__name__,
+            exc,
+            runtime,
+            traceback.rstrip(),
+        )
+        for hook in self.hooks.on_failure:
+            hook(self, request, exc, traceback)
+        try:
+            request.task.on_failure(exc, message.id, message.args, message.kwargs, traceback)
+        except Exception:
+            log.exception("on_failure hook of %s raised", message.task)
+        return FAILED
+
+    def retried(self, request: Request, retry: Retry) -> Outcome:
+        """Send the task again as ``retry`` asks; if that fails, the task fails."""
+        from simq.worker import to_timestamp
+
+        message = request.message
+        task = request.task
+        args_override = getattr(retry, "args_override", None)
+        kwargs_override = getattr(retry, "kwargs_override", None)
+        countdown = getattr(retry, "countdown", None)
+        eta = getattr(retry, "eta", None)
+        now = self.clock.now
+        when = to_timestamp(eta) if eta is not None else now + float(countdown or 0)
+        again = attrs.evolve(
+            message,
+            retries=message.retries + 1,
+            eta=when,
+            args=args_override if args_override is not None else message.args,
+            kwargs=kwargs_override if kwargs_override is not None else message.kwargs,
+        )
+        serializer = self.app.serializers.name_for(request.delivery.envelope.content_type)
+        try:
+            self.app._republish(again, request.delivery, serializer)
+        except Exception as exc:  # noqa: BLE001 - could not send the retry: the task fails
+            return self.failed(request, exc, tb_module.format_exc())
+        self.backend.mark_as_retry(message.id, retry.exc, None, retries=again.retries)
+        log.info("Task %s[%s] retry %d in %gs: %s", message.task, message.id, again.retries, when - now, retry)
+        retry.when = when  # for hooks: when the retry is due
+        for hook in self.hooks.on_retry:
+            hook(self, request, retry)
+        task.on_retry(retry.exc, message.id, message.args, message.kwargs, None)
+        return RETRIED

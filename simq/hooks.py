@@ -1,0 +1,109 @@
+"""Worker hooks: what acts around a task (canvas, tracing, faults, signals, limits) plugs in here.
+
+A hook is an object with some of the methods of :class:`WorkerHook`, each a
+moment in a message's life; the base class's methods do nothing, so a hook
+overrides only the moments it needs. A worker calls its hooks in the order
+they were given, and only those that override a moment (so a moment no hook
+wants costs nothing on the hot path).
+
+Two places call them:
+
+- the **worker** (its own thread; one per worker process): ``worker_start``,
+  ``worker_stop``, ``worker_crash``, ``on_received``, ``on_held``,
+  ``on_rejected``, ``on_expired``, ``before_ack``;
+- the **executor** (a pool slot: inline, a thread, or a child process):
+  ``before_run``, ``after_run``, ``on_success``, ``on_failure``,
+  ``on_retry``, ``on_batch``.
+
+Slot hooks of a ``processes`` pool run in the child, which builds its hooks
+from the app (``app.worker_hooks``), so a hook meant for every worker goes
+there; the simulator adds its trace and fault hooks to its own workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from simq.exceptions import Retry
+    from simq.executor import Executor
+    from simq.message import Delivery
+    from simq.worker import Request, Worker
+
+__all__ = ["MOMENTS", "Hooks", "WorkerHook"]
+
+
+class WorkerHook:
+    """Base class of worker hooks: every moment is a no-op here."""
+
+    # -- the worker's side ---------------------------------------------------------------
+    def worker_start(self, worker: Worker) -> None:
+        """The worker consumes its queues now."""
+
+    def worker_stop(self, worker: Worker) -> None:
+        """The worker stopped gracefully: it finished what it held and closed its connection."""
+
+    def worker_crash(self, worker: Worker) -> None:
+        """The worker died without cleaning up; the broker takes back what it held."""
+
+    def on_received(self, worker: Worker, request: Request) -> None:
+        """A delivery decoded into a request of a registered task (before any eta hold)."""
+
+    def on_held(self, worker: Worker, request: Request) -> None:
+        """The request waits in the worker for its eta."""
+
+    def on_rejected(self, worker: Worker, delivery: Delivery, reason: str, detail: str) -> None:
+        """A delivery was refused for good (dead-lettered), with why."""
+
+    def on_expired(self, executor: Executor, request: Request, exc: BaseException) -> None:
+        """The request's ``expires`` passed before it could run: it is REVOKED and never runs."""
+
+    def before_ack(self, worker: Worker, request: Request) -> None:
+        """The request ran inline and its result is stored; a late-ack request is acknowledged next.
+
+        (Pooled jobs report to the worker later; this moment is for inline runs: the simulator's last fault point.)
+        """
+
+    # -- the pool slot's side ---------------------------------------------------------------
+    def before_run(self, executor: Executor, request: Request) -> None:
+        """The body is about to run (an early-ack request is acknowledged already)."""
+
+    def after_run(self, executor: Executor, request: Request) -> None:
+        """The body returned or raised; its result is not stored yet."""
+
+    def on_success(self, executor: Executor, request: Request, retval: Any) -> None:
+        """The result is stored; what follows a success (callbacks, the next chain link) goes here."""
+
+    def on_failure(self, executor: Executor, request: Request, exc: BaseException, traceback: str) -> None:
+        """The failure is stored and the task's ``on_failure`` called."""
+
+    def on_retry(self, executor: Executor, request: Request, retry: Retry) -> None:
+        """The retry was sent and the RETRY state stored."""
+
+    def on_batch(self, executor: Executor, task: Any, requests: Sequence[Request]) -> None:
+        """A batch of a Batches task ran (before its requests' results are settled)."""
+
+
+MOMENTS = tuple(name for name in vars(WorkerHook) if not name.startswith("_") and callable(getattr(WorkerHook, name)))
+
+
+class Hooks:
+    """A worker's hooks, one tuple of bound methods per moment, holding only the hooks that act on it."""
+
+    __slots__ = ("hooks", *MOMENTS)
+
+    def __init__(self, hooks: Sequence[WorkerHook] = ()) -> None:
+        self.hooks: tuple[WorkerHook, ...] = tuple(hooks)
+        for moment in MOMENTS:
+            base = getattr(WorkerHook, moment)
+            bound: list[Callable[..., None]] = [
+                getattr(hook, moment) for hook in self.hooks if getattr(type(hook), moment, base) is not base
+            ]
+            setattr(self, moment, tuple(bound))
+
+    def __iter__(self) -> Any:
+        return iter(self.hooks)
+
+    def __len__(self) -> int:
+        return len(self.hooks)

@@ -1,0 +1,340 @@
+"""Where a worker's due requests run: threads or child processes of one worker process.
+
+The :class:`~simq.worker.Worker` receives, holds eta messages, buffers
+batches and acknowledges, in one thread with one broker connection; it hands
+each due request (or each batch) to its pool as a job and settles the
+:class:`~simq.executor.Outcome` the pool reports. Without a pool (``solo``,
+and the simulator) jobs run inline.
+
+- :class:`ThreadPool`: ``size`` threads sharing the process's app, result
+  backend and producer pool.
+- :class:`ProcessPool`: ``size`` child processes, started with the ``spawn``
+  method (nothing of the parent's connections or threads is inherited; the
+  broker URL and its password travel over a pipe, never on a command line).
+  Each child imports the app from its ``-A`` spec once, and runs one job at a
+  time; a child that dies mid-job is replaced and its job reported lost. A
+  child dies with its parent (Linux ``PR_SET_PDEATHSIG``, and an end-of-file
+  on its pipe elsewhere), so a killed ``simq worker`` never leaves children behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from simq.executor import Executor, Outcome
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+
+    from simq.worker import Request
+
+__all__ = ["ChildSpec", "Pool", "ProcessPool", "ThreadPool"]
+
+log = logging.getLogger("simq.pools")
+
+Report = Callable[[Outcome], None]
+# A job: ("task", request) or ("batch", (task, requests)), with whom to report to.
+_Job = tuple[str, Any, Report, tuple["Request", ...]]
+
+
+class Pool:
+    """Runs jobs for one worker; ``free()`` says how many more it can start now."""
+
+    size: int = 1
+
+    def free(self) -> int:
+        raise NotImplementedError
+
+    def submit_task(self, request: Request, report: Report) -> None:
+        raise NotImplementedError
+
+    def submit_batch(self, task: Any, requests: Sequence[Request], report: Report) -> None:
+        raise NotImplementedError
+
+    def active(self) -> list[Request]:
+        """The requests running right now, in no particular order."""
+        raise NotImplementedError
+
+    def close(self, wait: bool = True) -> None:
+        """Stop taking jobs; with ``wait``, let running ones finish first."""
+
+
+@attrs.define(eq=False)
+class _Slots:
+    """Busy slots and the requests they run; shared by a pool's threads."""
+
+    size: int
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    _busy: int = 0
+    _running: dict[int, tuple[Request, ...]] = attrs.field(factory=dict)
+
+    def free(self) -> int:
+        return self.size - self._busy
+
+    def taken(self) -> None:
+        with self._lock:
+            self._busy += 1
+
+    def begin(self, slot: int, requests: tuple[Request, ...]) -> None:
+        with self._lock:
+            self._running[slot] = requests
+
+    def end(self, slot: int) -> None:
+        with self._lock:
+            self._running.pop(slot, None)
+            self._busy -= 1
+
+    def active(self) -> list[Request]:
+        with self._lock:
+            return [request for requests in self._running.values() for request in requests]
+
+
+@attrs.define(eq=False)
+class ThreadPool(Pool):
+    """``size`` threads running jobs with one shared :class:`Executor`."""
+
+    executor: Executor
+    size: int = 4
+    _jobs: queue_module.SimpleQueue[_Job | None] = attrs.field(factory=queue_module.SimpleQueue, init=False)
+    _slots: _Slots = attrs.field(init=False)
+    _threads: list[threading.Thread] = attrs.field(factory=list, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._slots = _Slots(self.size)
+        for index in range(self.size):
+            thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-pool-{index + 1}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def free(self) -> int:
+        return self._slots.free()
+
+    def submit_task(self, request: Request, report: Report) -> None:
+        self._slots.taken()
+        self._jobs.put(("task", request, report, (request,)))
+
+    def submit_batch(self, task: Any, requests: Sequence[Request], report: Report) -> None:
+        self._slots.taken()
+        self._jobs.put(("batch", (task, list(requests)), report, tuple(requests)))
+
+    def active(self) -> list[Request]:
+        return self._slots.active()
+
+    def _serve(self, index: int) -> None:
+        executor = self.executor
+        executor.app.set_current()  # contextvars do not follow a new thread
+        while (job := self._jobs.get()) is not None:
+            kind, payload, report, requests = job
+            self._slots.begin(index, requests)
+            try:
+                if kind == "task":
+                    outcome = executor.run_task(payload)
+                else:
+                    task, batch = payload
+                    outcome = task.execute_batch(executor, batch)
+            except BaseException as exc:  # noqa: BLE001 - e.g. sys.exit() in a task: the job is lost, the slot lives
+                log.error("pool thread %d: %s escaped a job; its task fails", index + 1, type(exc).__name__)
+                outcome = Outcome(error=f"{type(exc).__name__} escaped the task: {exc}", lost=True)
+            finally:
+                self._slots.end(index)
+            report(outcome)
+
+    def close(self, wait: bool = True) -> None:
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+
+@attrs.frozen
+class ChildSpec:
+    """What a pool child needs to build its own app: sent over its pipe, never on a command line."""
+
+    app: str
+    broker: str | None = None
+    hostname: str = "simq@localhost"
+    loglevel: int = logging.INFO
+    parent: int = 0
+    log_format: str = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+
+
+@attrs.define(eq=False)
+class _Child:
+    index: int
+    process: Any
+    conn: Connection
+
+
+@attrs.define(eq=False)
+class ProcessPool(Pool):
+    """``size`` child processes, one job at a time each; a dead child is replaced."""
+
+    spec: ChildSpec
+    size: int = 4
+    _jobs: queue_module.SimpleQueue[_Job | None] = attrs.field(factory=queue_module.SimpleQueue, init=False)
+    _slots: _Slots = attrs.field(init=False)
+    _children: list[_Child] = attrs.field(factory=list, init=False)
+    _threads: list[threading.Thread] = attrs.field(factory=list, init=False)
+    _context: Any = attrs.field(factory=lambda: multiprocessing.get_context("spawn"), init=False)
+    _closing: bool = attrs.field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._slots = _Slots(self.size)
+        self._children = [self._spawn(index) for index in range(self.size)]
+        for index in range(self.size):
+            thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-child-{index + 1}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    @property
+    def pids(self) -> list[int]:
+        return [child.process.pid for child in self._children]
+
+    def _spawn(self, index: int) -> _Child:
+        parent_end, child_end = self._context.Pipe(duplex=True)
+        process = self._context.Process(
+            target=child_main, args=(child_end, self.spec), name=f"simq-child-{index + 1}", daemon=True
+        )
+        process.start()
+        child_end.close()
+        return _Child(index, process, parent_end)
+
+    def free(self) -> int:
+        return self._slots.free()
+
+    def submit_task(self, request: Request, report: Report) -> None:
+        self._slots.taken()
+        self._jobs.put(("task", request, report, (request,)))
+
+    def submit_batch(self, task: Any, requests: Sequence[Request], report: Report) -> None:
+        self._slots.taken()
+        self._jobs.put(("batch", (task, list(requests)), report, tuple(requests)))
+
+    def active(self) -> list[Request]:
+        return self._slots.active()
+
+    def _serve(self, index: int) -> None:
+        while (job := self._jobs.get()) is not None:
+            kind, payload, report, requests = job
+            if kind == "task":
+                wire: Any = ("task", payload.portable())
+            else:
+                task, batch = payload
+                wire = ("batch", (task.name, [r.portable() for r in batch]))
+            self._slots.begin(index, requests)
+            try:
+                outcome = self._run(index, wire)
+            finally:
+                self._slots.end(index)
+            report(outcome)
+
+    def _run(self, index: int, wire: Any) -> Outcome:
+        child = self._children[index]
+        try:
+            child.conn.send(wire)
+            outcome: Outcome = child.conn.recv()
+            return outcome
+        except (EOFError, OSError) as exc:
+            child.process.join(timeout=5)
+            code = child.process.exitcode
+            how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+            log.error(
+                "pool child %d (pid %s) died running a job (%s); starting another", index + 1, child.process.pid, how
+            )
+            if not self._closing:
+                self._children[index] = self._spawn(index)
+            return Outcome(error=f"the pool child process running it died ({how}): {type(exc).__name__}", lost=True)
+
+    def close(self, wait: bool = True) -> None:
+        self._closing = True
+        for _ in self._threads:
+            self._jobs.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+        for child in self._children:
+            with contextlib.suppress(OSError):
+                child.conn.send(None)
+        for child in self._children:
+            child.process.join(timeout=10 if wait else 0.5)
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join(timeout=5)
+            child.conn.close()
+
+
+# -- the child's side ------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux); leave at once if it already did."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent and os.getppid() != parent:
+        os._exit(1)
+
+
+def child_main(conn: Connection, spec: ChildSpec) -> None:
+    """A pool child: build the app once, then run the jobs the parent sends until told to stop."""
+    _die_with_parent(spec.parent)
+    # The parent decides when children stop: a terminal's Ctrl-C reaches the whole process
+    # group, and a service manager may SIGTERM every process of the service; the parent's
+    # warm shutdown lets the running task finish, then closes this child's pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=spec.loglevel, format=spec.log_format)
+    from simq.clock import WallClock
+    from simq.production import load_app
+    from simq.worker import Request
+
+    app = load_app(spec.app)
+    if spec.broker:
+        app.conf.broker_url = spec.broker
+    app.set_current()
+    executor = Executor(app, app.backend, WallClock(), spec.hostname)
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            break  # the parent is gone
+        if job is None:
+            break
+        kind, payload = job
+        try:
+            if kind == "task":
+                name, message, delivery, hostname = payload
+                outcome = executor.run_task(Request(message, delivery, app.tasks[name], hostname))
+            else:
+                name, items = payload
+                task = app.tasks[name]
+                requests = [Request(message, delivery, task, hostname) for _, message, delivery, hostname in items]
+                outcome = task.execute_batch(executor, requests)  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.exception("pool child: cannot run a %s job", kind)
+            outcome = Outcome(error=f"{type(exc).__name__}: {exc}", lost=True)
+        try:
+            conn.send(outcome)
+        except (EOFError, OSError):
+            break
+    close = getattr(app.backend, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()
+    if app._pool is not None:
+        with contextlib.suppress(Exception):
+            app._pool.close()

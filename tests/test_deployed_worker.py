@@ -1,0 +1,332 @@
+"""The worker users deploy: real ``simq worker`` processes with the threads and processes pools.
+
+Each test starts ``simq worker -A module:app`` as a user would (threads with
+``-c 4``, processes with ``-P processes -c 4``) on RabbitMQ and on Redis, with
+results in Redis, and sends from this process. These are the configurations
+that came back wrong before the worker had one consumer, one result backend
+and one batch buffer per process (most chords of a ``-c 4`` worker got
+``None`` among their header values; errbacks found no app; batches were
+split per pool slot).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conformance.harness import broker_url, delete_app_data, require, result_url, with_namespace
+from simq import chain, chord, group
+from simq.production import load_app
+
+ROOT = Path(__file__).resolve().parent.parent
+
+MODULE = """
+import os
+import redis
+from simq import App, AsyncResult, current_app, shared_task
+from simq.batches import Batches
+
+app = App("deployed", broker=os.environ["SIMQ_TEST_BROKER"], backend=os.environ["SIMQ_TEST_RESULTS"],
+          worker_prefetch_multiplier=int(os.environ.get("SIMQ_TEST_PREFETCH", "0")))
+side = redis.Redis.from_url(os.environ["SIMQ_TEST_SIDE"].split("?")[0])
+SIDE = os.environ["SIMQ_TEST_SIDE_KEY"]
+
+
+@app.task(name="add")
+def add(x, y):
+    return x + y
+
+
+@app.task(name="tsum")
+def tsum(values):
+    return sum(values)
+
+
+@app.task(name="identity")
+def identity(value):
+    return value
+
+
+@app.task(name="fail")
+def fail(*args):
+    raise ValueError("failed on purpose")
+
+
+@app.task(name="error_handler")
+def error_handler(uuid):
+    # the seeds' errback: a plain AsyncResult(uuid), which finds the app through current_app()
+    exc = AsyncResult(uuid).get(propagate=False)
+    side.rpush(SIDE + ":errback", f"{uuid}:{type(exc).__name__}:{current_app().main}")
+
+
+@shared_task(name="outer")
+def outer(x):
+    return inner.delay(x + 1).id
+
+
+@shared_task(name="inner")
+def inner(x):
+    side.rpush(SIDE + ":inner", x)
+    return x
+
+
+@app.task(name="clicks", base=Batches, flush_every=100, flush_interval=10)
+def clicks(requests):
+    side.rpush(SIDE + ":flushes", len(requests))
+
+
+@app.task(name="sleepy", bind=True)
+def sleepy(self, seconds):
+    side.rpush(SIDE + ":started", self.request.id)
+    import time
+    time.sleep(seconds)
+    return "done"
+"""
+
+
+@pytest.fixture(params=["amqp", "redis"])
+def broker(request):
+    require(request.param)
+    return request.param
+
+
+@pytest.fixture(params=["threads", "processes"])
+def pool(request):
+    return request.param
+
+
+class _Deployed:
+    """A project directory with the app module, and the worker processes started from it."""
+
+    def __init__(self, tmp_path: Path, kind: str, extra_env: dict[str, str] | None = None) -> None:
+        self.name = f"deployed_{uuid.uuid4().hex[:8]}"
+        self.namespace = f"d{uuid.uuid4().hex[:12]}"
+        self.path = tmp_path
+        (tmp_path / f"{self.name}.py").write_text(textwrap.dedent(MODULE))
+        self.broker = with_namespace(broker_url(kind), self.namespace)
+        if kind == "redis":
+            self.broker += "&consumer_ttl=2"
+        self.results = with_namespace(result_url(kind), self.namespace)
+        side = result_url("redis")
+        self.env = dict(
+            os.environ,
+            SIMQ_TEST_BROKER=self.broker,
+            SIMQ_TEST_RESULTS=self.results,
+            SIMQ_TEST_SIDE=side,
+            SIMQ_TEST_SIDE_KEY=f"side:{self.namespace}",
+            **(extra_env or {}),
+        )
+        self.env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(ROOT), self.env.get("PYTHONPATH", "")])
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        saved = {k: os.environ.get(k) for k in self.env if k.startswith("SIMQ_TEST_")}
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith("SIMQ_TEST_")})
+        sys.path.insert(0, str(tmp_path))
+        try:
+            self.app = load_app(f"{self.name}:app")
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        import redis
+
+        self.side = redis.Redis.from_url(side.split("?")[0])
+        self.key = f"side:{self.namespace}"
+
+    def worker(self, *args: str) -> subprocess.Popen[bytes]:
+        log = self.path / f"worker-{len(self.procs) + 1}.log"
+        self.logs.append(log)
+        cmd = [
+            sys.executable,
+            "-m",
+            "simq.cli",
+            "worker",
+            "-A",
+            f"{self.name}:app",
+            "-l",
+            "INFO",
+            "--poll-interval",
+            "0.1",
+            *args,
+        ]
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(cmd, cwd=self.path, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, index: int = -1) -> str:
+        return self.logs[index].read_text(errors="replace")
+
+    def wait_log(self, pattern: str, index: int = -1, limit: float = 30.0) -> str:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            text = self.log(index)
+            if re.search(pattern, text):
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"{pattern!r} not in the worker log within {limit} s:\n{self.log(index)}")
+
+    def side_list(self, suffix: str) -> list[str]:
+        return [v.decode() for v in self.side.lrange(f"{self.key}:{suffix}", 0, -1)]
+
+    def wait_side(self, suffix: str, count: int, limit: float = 30.0) -> list[str]:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            values = self.side_list(suffix)
+            if len(values) >= count:
+                return values
+            time.sleep(0.05)
+        raise AssertionError(f"side list {suffix!r} has {self.side_list(suffix)} after {limit} s:\n{self.log()}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        for key in self.side.scan_iter(match=f"{self.key}*"):
+            self.side.delete(key)
+        self.side.close()
+        delete_app_data(self.app)
+        if str(self.path) in sys.path:
+            sys.path.remove(str(self.path))
+
+
+@pytest.fixture
+def deployed(tmp_path, broker):
+    project = _Deployed(tmp_path, broker)
+    yield project
+    project.close()
+
+
+def _pool_args(pool: str) -> list[str]:
+    return ["-c", "4"] if pool == "threads" else ["-P", "processes", "-c", "4"]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
+class TestCanvasOnPools:
+    def test_chords_get_every_header_value(self, deployed, pool):
+        deployed.worker(*_pool_args(pool))
+        add, tsum = deployed.app.tasks["add"], deployed.app.tasks["tsum"]
+        results = [chord([add.s(i, j) for j in range(10)], tsum.s())() for i in range(20)]
+        assert [r.get(timeout=60) for r in results] == [sum(i + j for j in range(10)) for i in range(20)]
+
+    def test_a_chain_through_a_group(self, deployed, pool):
+        deployed.worker(*_pool_args(pool))
+        identity = deployed.app.tasks["identity"]
+        canvas = chain(identity.s(42), group(identity.s(), identity.s()), identity.s())
+        assert canvas.apply_async().get(timeout=60) == [42, 42]
+
+    def test_the_seeds_errback_finds_the_app_from_a_pool_slot(self, deployed, pool):
+        deployed.worker(*_pool_args(pool))
+        fail, handler = deployed.app.tasks["fail"], deployed.app.tasks["error_handler"]
+        r = fail.apply_async((1,), link_error=handler.s())
+        assert deployed.wait_side("errback", 1) == [f"{r.id}:ValueError:deployed"]
+
+    def test_a_shared_task_sends_another_from_a_pool_slot(self, deployed, pool):
+        deployed.worker(*_pool_args(pool))
+        inner_id = deployed.app.tasks["outer"].delay(1).get(timeout=60)
+        assert deployed.app.AsyncResult(inner_id).get(timeout=60) == 2
+        assert "ConfigurationError" not in deployed.log()
+
+
+class TestBatchesPerWorker:
+    def test_flush_every_counts_what_the_whole_worker_holds(self, tmp_path, broker, pool):
+        project = _Deployed(tmp_path, broker, {"SIMQ_TEST_PREFETCH": "0"})
+        try:
+            project.worker(*_pool_args(pool))
+            project.wait_log("ready")
+            clicks = project.app.tasks["clicks"]
+            with project.app.batched_publishing():
+                for i in range(250):
+                    clicks.delay(i)
+            # 100 and 100 at once, the last 50 by the interval: one buffer for the worker, not one per slot
+            assert project.wait_side("flushes", 3, limit=40) == ["100", "100", "50"]
+        finally:
+            project.close()
+
+    def test_the_prefetch_check_counts_the_whole_worker(self, tmp_path, broker, pool):
+        # -c 4 with multiplier 4 prefetches 16: a flush_every of 100 can never fill; the worker says so at start
+        project = _Deployed(tmp_path, broker, {"SIMQ_TEST_PREFETCH": "4"})
+        try:
+            proc = project.worker(*_pool_args(pool))
+            assert proc.wait(timeout=30) == 2
+            assert "prefetches at most 16 message(s) (concurrency=4 x prefetch_multiplier=4)" in project.log()
+        finally:
+            project.close()
+
+
+class TestProcessesPool:
+    def test_children_die_with_a_sigkilled_parent(self, deployed):
+        proc = deployed.worker("-P", "processes", "-c", "3")
+        deployed.wait_log("ready")
+        children = _children(proc.pid)
+        assert len(children) >= 3
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+            time.sleep(0.05)
+        assert not [c for c in children if Path(f"/proc/{c}").exists()], "children outlived their parent"
+
+    def test_the_broker_url_is_on_no_childs_command_line(self, deployed):
+        proc = deployed.worker("-P", "processes", "-c", "2", "--broker", deployed.broker)
+        deployed.wait_log("ready")
+        children = _children(proc.pid)
+        assert len(children) >= 2  # the two pool children (and multiprocessing's resource tracker)
+        for pid in children:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            assert deployed.namespace not in cmdline and "guest:guest" not in cmdline, cmdline
+
+
+class TestSignalsTellTheTruth:
+    def test_a_second_signal_names_the_early_acked_task_it_loses(self, deployed, pool):
+        proc = deployed.worker(*_pool_args(pool))
+        r = deployed.app.tasks["sleepy"].delay(30)
+        deployed.wait_side("started", 1)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) != 0
+        text = deployed.log()
+        assert f"sleepy[{r.id}]" in text and "LOST" in text
+        assert "the broker redelivers unacknowledged messages" not in text
+
+
+class TestCredentials:
+    def test_refused_credentials_stop_the_worker_with_the_reason(self, tmp_path, broker):
+        project = _Deployed(tmp_path, broker)
+        try:
+            if broker == "amqp":
+                wrong = project.broker.replace("guest:guest@", "guest:wrong-password@")
+            else:
+                wrong = project.broker.replace("redis://", "redis://nobody:wrong-password@")
+            proc = project.worker("--broker", wrong)
+            assert proc.wait(timeout=30) == 3
+            text = project.log()
+            assert "refused the credentials" in text and "wrong-password" not in text
+            assert "reconnecting" not in text
+        finally:
+            project.close()
