@@ -83,7 +83,7 @@ class Supervisor:
     slots: list[Slot]
     history: list[WorkerRun] = attrs.field(factory=list)
     unexpected: list[WorkerRun] = attrs.field(factory=list)
-    orphans: dict[int, float] = attrs.field(factory=dict)  # pid -> when first seen without a live parent slot
+    orphans: dict[int, tuple[float, float]] = attrs.field(factory=dict)  # pid -> first, last seen with no live slot
     sigterm_grace: float = 20.0
     extra_args: tuple[str, ...] = ("--max-reconnect-delay", "2")
     _lock: threading.RLock = attrs.field(factory=threading.RLock)
@@ -180,17 +180,23 @@ class Supervisor:
                 if not self.stopping and slot.restart_at is not None and now >= slot.restart_at:
                     self.start(slot)
 
-    def scan_orphans(self, marker: str) -> set[int]:
+    def scan_orphans(self, run: str) -> set[int]:
         """Record (and return) this run's worker processes that no running slot owns: children whose parent died."""
         with self._lock:
             owned: set[int] = set()
             for slot in self.slots:
                 if self.alive(slot) and slot.proc is not None:
                     owned |= process_tree(slot.proc.pid)
-            found = campaign_pids(marker) - owned
+            found = campaign_pids(run) - owned
+            now = self._clock.now
             for pid in found:
-                self.orphans.setdefault(pid, self._clock.now)
+                first, _ = self.orphans.get(pid, (now, now))
+                self.orphans[pid] = (first, now)
             return found
+
+    def lasting_orphans(self, at_least: float = 3.0) -> set[int]:
+        """Orphans seen for ``at_least`` seconds: a pool child may outlive a parent that exits at once by a moment."""
+        return {pid for pid, (first, last) in self.orphans.items() if last - first >= at_least}
 
     def up(self) -> int:
         return sum(1 for slot in self.slots if self.alive(slot))
@@ -257,16 +263,20 @@ def process_tree(root: int) -> set[int]:
     return tree
 
 
-def campaign_pids(marker: str) -> set[int]:
-    """Processes whose command line holds ``marker`` (the run's own module name: nobody else's)."""
+def campaign_pids(run: str) -> set[int]:
+    """Processes started for run ``run``: their environment holds ``SIMQ_CHAOS_RUN=<run>`` (nobody else's does).
+
+    The environment, not the command line: a pool child started by
+    ``multiprocessing`` (spawn) has a command line of its own, but inherits it.
+    """
     found: set[int] = set()
-    needle = marker.encode()
+    needle = f"SIMQ_CHAOS_RUN={run}\0".encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == os.getpid():
             continue
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                if needle in f.read():
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read() + b"\0":
                     found.add(int(entry))
         except OSError:
             continue
@@ -327,7 +337,8 @@ def scan_log(path: str, run: str) -> LogFacts:
     except OSError:
         return LogFacts(frozenset(), (), 0)
     ids = frozenset(re.findall(re.escape(run) + r"\.j\d+\.\w+", text))
-    exits = tuple(line.strip() for line in text.splitlines() if re.search(r"child \d+ exited", line))
+    # "child N exited with ..." (a pool that restarts its children), "pool child N (pid P) died running a job"
+    exits = tuple(line.strip() for line in text.splitlines() if re.search(r"child \d+ .*(exited|died)", line))
     return LogFacts(ids, exits, text.count("Traceback (most recent call last)"))
 
 

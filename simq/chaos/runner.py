@@ -237,7 +237,7 @@ def run_campaign(config: Config, out: TextIO, err: TextIO) -> checker.Verdict:
         while any(t.is_alive() for t in threads) or clock.now < deadline:
             sup.tick()
             if clock.now - last_scan >= 2.0:
-                sup.scan_orphans(module)
+                sup.scan_orphans(run)
                 last_scan = clock.now
             if clock.now - last >= config.progress:
                 progress("chaos")
@@ -248,10 +248,10 @@ def run_campaign(config: Config, out: TextIO, err: TextIO) -> checker.Verdict:
                 break
             clock.sleep(0.1)
         nem.heal()
-        _settle(config, sup, ledger, app, jobs, sender, run, clock, lambda: progress("settle"), module)
+        _settle(config, sup, ledger, app, jobs, sender, run, clock, lambda: progress("settle"))
         sup.stop_all(grace=30.0)
-        left = _orphans(module, clock)
-        orphans = tuple(sorted(set(sup.orphans) | set(left)))
+        left = _orphans(run, clock)
+        orphans = tuple(sorted(sup.lasting_orphans() | set(left)))
         killed = {r.pid: r.killed_at for r in sup.history if r.killed_at is not None}
         killed.update({pid: clock.now for pid in procs.kill_pids(set(left))})
         outages = [o for lane in lanes for o in lane.outages]
@@ -264,7 +264,7 @@ def run_campaign(config: Config, out: TextIO, err: TextIO) -> checker.Verdict:
         for slot in slots:
             if sup.alive(slot) and slot.proc is not None:
                 slot.proc.kill()
-        procs.kill_pids(procs.campaign_pids(module))
+        procs.kill_pids(procs.campaign_pids(run))
         _cleanup(app, ledger, nem, keep=config.keep or verdict is None or not verdict.ok, run_dir=run_dir, out=out)
 
 
@@ -280,7 +280,7 @@ def _wait_consuming(sup: procs.Supervisor, clock: WallClock, limit: float) -> No
 
 
 def _settle(config: Config, sup: procs.Supervisor, ledger: Ledger, app: Any, jobs: tuple[workload.Job, ...],
-            sender: _Sender, run: str, clock: WallClock, progress: Any, module: str) -> None:  # fmt: skip
+            sender: _Sender, run: str, clock: WallClock, progress: Any) -> None:  # fmt: skip
     """Wait for the sent work to finish: every handle final, or no progress for a while, or ``--settle`` seconds."""
     handles = [n.task_id(run) for j in jobs if sender.status.get(j.index) == "sent" for n in j.handles]
     deadline = clock.monotonic() + config.settle
@@ -288,7 +288,7 @@ def _settle(config: Config, sup: procs.Supervisor, ledger: Ledger, app: Any, job
     seen, changed, last_print, pending = -1, clock.monotonic(), clock.monotonic(), handles
     while clock.monotonic() < deadline:
         sup.tick()
-        sup.scan_orphans(module)
+        sup.scan_orphans(run)
         pending = [m.task_id for m in app.backend.get_many(pending) if m.state not in checker.FINAL]
         done = ledger.finished()
         if not pending:
@@ -303,13 +303,13 @@ def _settle(config: Config, sup: procs.Supervisor, ledger: Ledger, app: Any, job
         clock.sleep(0.5)
 
 
-def _orphans(module: str, clock: WallClock) -> tuple[int, ...]:
+def _orphans(run: str, clock: WallClock) -> tuple[int, ...]:
     """Worker processes of this run still alive after every slot stopped: children that outlived their parent."""
     deadline = clock.monotonic() + 5.0
-    left = procs.campaign_pids(module)
+    left = procs.campaign_pids(run)
     while left and clock.monotonic() < deadline:
         clock.sleep(0.2)
-        left = procs.campaign_pids(module)
+        left = procs.campaign_pids(run)
     return tuple(sorted(left))
 
 
