@@ -80,10 +80,18 @@ class TestLost:
         v = check(observe([task_job(acks_late=False)], [start("j0.n0", at=50.0)], killed={100: 10.0}))
         assert v.of("lost", forbidden=True)
 
+    def test_a_kill_long_after_the_call_started_explains_nothing(self):
+        v = check(observe([task_job(acks_late=False)], [start("j0.n0", at=10.0)], killed={100: 60.0}))
+        assert v.of("lost", forbidden=True)
+
     def test_early_ack_call_named_in_a_killed_workers_log_is_explained(self):
-        obs = observe([task_job(acks_late=False)], [], killed={7: 10.0}, log_ids={7: frozenset({f"{RUN}.j0.n0"})})
+        obs = observe([task_job(acks_late=False)], [], killed={7: 10.2}, log_ids={7: {f"{RUN}.j0.n0": 10.0}})
         v = check(obs)
         assert v.ok and "log" in v.of("lost")[0].explained
+
+    def test_a_worker_that_received_the_call_long_before_it_was_killed_explains_nothing(self):
+        obs = observe([task_job(acks_late=False)], [], killed={7: 80.0}, log_ids={7: {f"{RUN}.j0.n0": 10.0}})
+        assert check(obs).of("lost", forbidden=True)
 
     def test_finished_body_whose_result_never_reached_the_backend_is_lost(self):
         job = task_job()

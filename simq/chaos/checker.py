@@ -41,6 +41,7 @@ __all__ = ["GUARANTEES", "Anomaly", "Observed", "Row", "Verdict", "check"]
 GUARANTEES = ("acks_late", "early acks", "canvas", "retries", "producer", "poison", "workers")
 _UNITS = ("calls", "calls", "jobs", "jobs", "sends", "messages", "slots")
 FINAL = ("SUCCESS", "FAILURE")
+_WINDOW = 10.0  # seconds: a kill explains a call it interrupted, so it comes soon after the call's last event
 _SLACK = 0.5  # seconds: the ledger's and the supervisor's clocks are the same wall clock, read a moment apart
 
 
@@ -70,7 +71,7 @@ class Observed:
     results: Mapping[str, tuple[str, Any]]  # task id -> (state, result) for each job's handle nodes
     workers: tuple[WorkerRun, ...] = ()
     killed: Mapping[int, float] = attrs.field(factory=dict)  # pid -> when it was killed (orphans at cleanup too)
-    log_ids: Mapping[int, frozenset[str]] = attrs.field(factory=dict)  # pid -> task ids its log names
+    log_ids: Mapping[int, Mapping[str, float]] = attrs.field(factory=dict)  # pid -> task ids its log names, and when
     child_exits: tuple[str, ...] = ()
     orphans: tuple[int, ...] = ()
     poison: tuple[Poison, ...] = ()
@@ -151,15 +152,18 @@ def _killed_during(obs: Observed, e: Event) -> str:
     """Why ``e``'s process may have died with the call unfinished: a kill of its pid (or its parent) after ``e``."""
     for pid in (e.pid, e.ppid):
         when = obs.killed.get(pid)
-        if when is not None and when >= e.at - _SLACK:
+        # a body runs for at most a second and a result is stored just after it: a process that lived on for
+        # longer than the window and still never finished the call did not lose it by being killed
+        if when is not None and e.at - _SLACK <= when <= e.at + _WINDOW:
             return f"pid {pid} killed {when - e.at:+.2f} s after {e.kind}"
     return ""
 
 
 def _in_killed_log(obs: Observed, task_id: str) -> str:
     for pid, ids in obs.log_ids.items():
-        if pid in obs.killed and task_id in ids:
-            return f"named in the log of killed pid {pid}"
+        when, named = obs.killed.get(pid), ids.get(task_id)
+        if when is not None and named is not None and named - _SLACK - 1.0 <= when <= named + _WINDOW:
+            return f"received by pid {pid} (its log), killed {when - named:+.2f} s later"
     return ""
 
 

@@ -11,12 +11,12 @@ Kinds (``FAULT_KINDS``):
 - ``stall``: a Lua script that keeps the campaign's Redis busy for seconds;
 - ``poison``: raw messages written onto the queue (see ``poison``).
 
-Only connections the campaign can attribute are closed: a connection named
-by simq for this run's namespace (``simq:<namespace>:broker`` / ``:backend``
-on Redis, ``simq <namespace> ...`` on RabbitMQ), or, until simq names its
-connections, one whose client port belongs to a socket of that slot's
-processes (``/proc``), to the broker's port, in the broker's (or the
-backend's) Redis database. The ledger's and the poison writer's own
+Only connections the campaign can attribute are closed: the client port
+must belong to a socket of that slot's processes (``/proc``), to the
+broker's port, and the connection must be named by simq for this run's
+namespace and role (``simq:<namespace>:broker`` / ``:backend`` on Redis,
+``simq <namespace> broker`` on RabbitMQ) or, where simq does not name it,
+be in the broker's (or the backend's) Redis database. The ledger's and the poison writer's own
 connections (``simq-chaos:...``) are never touched. ``stop-app`` and
 ``stall`` hit the whole server: they run only when asked for (``--nemesis all``
 or by name), on a node of the campaign's own (``--rabbitmq-node``).
@@ -145,8 +145,9 @@ class RabbitControl:
             name = found.group(1) if found else ""
             if name.startswith("simq-chaos"):
                 continue
-            ours = bool(self.namespace) and name.startswith("simq ") and f" {self.namespace} " in f"{name} "
-            if ours or port in ports:
+            # the slot's own sockets, and (once simq names its connections) named for this run's namespace
+            ours = not name or (name.startswith("simq ") and f" {self.namespace} " in f"{name} ")
+            if ours and port in ports:
                 closed.append((pid, f"{pid} (port {port}{', ' + name if name else ''})"))
         # one rabbitmqctl per connection, all at once: each takes a second or more to start
         base = ["rabbitmqctl", *(("-n", self.node) if self.node else ()), "-q", "close_connection"]
@@ -195,10 +196,11 @@ class RedisControl:
             name = client.get("name", "")
             if name.startswith(LEDGER_CLIENT_PREFIX):
                 continue
-            named = name == f"simq:{namespace}:{role}"
             port = int(client.get("addr", ":0").rsplit(":", 1)[1])
-            # unnamed: attributable by its client port; broker and backend told apart by their databases
-            if named or (not name and port in ports and int(client.get("db", -1)) == db):
+            if port not in ports:
+                continue  # not a socket of the slot's processes
+            # named by simq (simq:<namespace>:broker / :backend): the name says which; unnamed: the database does
+            if name == f"simq:{namespace}:{role}" or (not name and int(client.get("db", -1)) == db):
                 self.client.client_kill_filter(_id=client["id"])
                 killed.append(f"id {client['id']} (port {port}{', ' + name if name else ''})")
         return killed

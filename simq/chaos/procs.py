@@ -20,6 +20,8 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import IO
 
@@ -324,22 +326,35 @@ def local_ports(pids: set[int], remote_port: int) -> set[int]:
 # -- worker logs ------------------------------------------------------------------------------------------------
 @attrs.frozen
 class LogFacts:
-    """What one worker log shows: task ids it names, child processes that died, tracebacks."""
+    """What one worker log shows: the task ids it names (and when, last), child processes that died, tracebacks."""
 
-    task_ids: frozenset[str]
+    task_ids: Mapping[str, float]
     child_exits: tuple[str, ...]
     tracebacks: int
+
+
+_STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})")
 
 
 def scan_log(path: str, run: str) -> LogFacts:
     try:
         text = Path(path).read_text(errors="replace")
     except OSError:
-        return LogFacts(frozenset(), (), 0)
-    ids = frozenset(re.findall(re.escape(run) + r"\.j\d+\.\w+", text))
-    # "child N exited with ..." (a pool that restarts its children), "pool child N (pid P) died running a job"
-    exits = tuple(line.strip() for line in text.splitlines() if re.search(r"child \d+ .*(exited|died)", line))
-    return LogFacts(ids, exits, text.count("Traceback (most recent call last)"))
+        return LogFacts({}, (), 0)
+    ids: dict[str, float] = {}
+    pattern = re.compile(re.escape(run) + r"\.j\d+\.\w+")
+    when = 0.0
+    exits = []
+    for line in text.splitlines():
+        stamp = _STAMP.match(line)
+        if stamp:  # logging's default asctime, in local time
+            when = datetime.strptime(stamp.group(1), "%Y-%m-%d %H:%M:%S").timestamp() + int(stamp.group(2)) / 1000
+        for task_id in pattern.findall(line):
+            ids[task_id] = when
+        # "child N exited with ..." (a pool that restarts its children), "pool child N (pid P) died running a job"
+        if re.search(r"child \d+ .*(exited|died)", line):
+            exits.append(line.strip())
+    return LogFacts(ids, tuple(exits), text.count("Traceback (most recent call last)"))
 
 
 def tail(path: str, lines: int = 15) -> str:

@@ -19,6 +19,7 @@ import random
 import tempfile
 import threading
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit
@@ -318,7 +319,7 @@ def _observe(config: Config, run: str, jobs: tuple[workload.Job, ...], sender: _
              killed: dict[int, float], orphans: tuple[int, ...]) -> checker.Observed:  # fmt: skip
     handles = [n.task_id(run) for j in jobs for n in j.handles]
     results = {m.task_id: (m.state, m.result) for m in app.backend.get_many(handles)}
-    log_ids: dict[int, frozenset[str]] = {}
+    log_ids: dict[int, Mapping[str, float]] = {}
     child_exits: list[str] = []
     for r in sup.history:
         facts = procs.scan_log(r.log_path, run)
