@@ -379,9 +379,13 @@ def _report(
         out.write(f"  {line}\n")
     if len(lines) > 25:
         out.write(f"  ... {len(lines) - 25} more in {run_dir / 'anomalies.txt'}\n")
-    for run in sup.unexpected:
+    for run in sup.unexpected[:3]:
         out.write(f"  {run.name} exited by itself ({run.exit_code}); its log ends:\n")
         out.write("".join(f"    | {line}\n" for line in procs.tail(run.log_path).splitlines()))
+    if len(sup.unexpected) > 3:
+        out.write(
+            f"  ... and {len(sup.unexpected) - 3} more worker processes exited by themselves (logs in {run_dir})\n"
+        )
     out.write(f"   verdict: {'ok' if verdict.ok else 'FAIL'}; replay: {config.replay_command()}\n")
     out.flush()
 
