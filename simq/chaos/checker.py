@@ -126,6 +126,21 @@ class Verdict:
             )
         return "\n".join(lines)
 
+    def markdown(self) -> str:
+        """The table as Markdown, for docs/reliability.md."""
+        lines = [
+            "| guarantee | unit | sent | refused | final | lost (explained) | duplicated | wrong | recovered | unexpected | verdict |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for r in self.rows:
+            verdict = "ok" if r.ok else "**FAIL**"
+            note = f" ({r.note})" if r.note else ""
+            lines.append(
+                f"| {r.guarantee} | {r.unit} | {r.sent} | {r.refused} | {r.final} | {r.lost} ({r.explained}) | "
+                f"{r.duplicated} | {r.wrong} | {r.recovered} | {r.unexpected} | {verdict}{note} |"
+            )
+        return "\n".join(lines)
+
 
 @attrs.define
 class _Calls:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from simq.chaos import nemesis
 from simq.chaos.runner import DEFAULT_WORKERS, Config, run_campaign
+from simq.clock import WallClock
 
 __all__ = ["configs", "main", "parse_args"]
 
@@ -131,8 +132,19 @@ def main(argv: Sequence[str], out: TextIO | None = None, err: TextIO | None = No
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(3), "big")
     verdicts = []
+    clock = WallClock()
+    tables = []
     for config in configs(args, seed):
-        verdicts.append((config, run_campaign(config, out, err)))
+        began = clock.monotonic()
+        verdict = run_campaign(config, out, err)
+        verdicts.append((config, verdict))
+        took = clock.monotonic() - began
+        tables.append(
+            f"`{config.replay_command()}` ({took:.0f} s wall): **{'ok' if verdict.ok else 'FAIL'}**\n\n{verdict.markdown()}\n"
+        )
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write("\n".join(tables))
     if len(verdicts) > 1:
         out.write("\n== all brokers\n")
         for config, verdict in verdicts:
