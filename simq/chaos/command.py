@@ -58,6 +58,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--progress", type=float, default=5.0, help="seconds between progress lines (default 5)")
     p.add_argument(
+        "--markdown", default=None, metavar="PATH", help="also write each broker's ledger table, as Markdown, to PATH"
+    )
+    p.add_argument(
         "--keep", action="store_true", help="keep the run directory (worker logs, plan) even when all is well"
     )
     args = p.parse_args(list(argv))
