@@ -303,7 +303,11 @@ class Nemesis:
         else:
             closed = control.kill_clients(ports, _db(url), role, self.namespace)
         if not closed:
-            return False, f"no {role} connection of worker{fault.slot} to close (pids {sorted(pids)})", []
+            return (
+                False,
+                f"no {role} connection of worker{fault.slot} to close (pids {sorted(pids)}, ports {sorted(ports)})",
+                [],
+            )
         return True, f"closed {len(closed)} {role} connection(s) of worker{fault.slot}: {', '.join(closed)}", []
 
     def heal(self) -> None:

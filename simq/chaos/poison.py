@@ -137,6 +137,7 @@ class RedisPoison(PoisonWriter):
 class AmqpPoison(PoisonWriter):
     """``basic.publish`` on the default exchange straight to the (namespaced) queue, with any properties."""
 
+    connect: Any = None  # () -> amqp.Connection, connected
     connection: Any = None
     channel: Any = None
     routing_key: str = "celery"
@@ -145,7 +146,18 @@ class AmqpPoison(PoisonWriter):
         import amqp
 
         properties.setdefault("delivery_mode", 2)
-        self.channel.basic_publish(amqp.Message(body, **properties), exchange="", routing_key=self.routing_key)
+        for attempt in (1, 2):
+            try:
+                if self.channel is None:
+                    self.connection = self.connect()
+                    self.channel = self.connection.channel()
+                self.channel.basic_publish(amqp.Message(body, **properties), exchange="", routing_key=self.routing_key)
+                return
+            except (OSError, amqp.exceptions.AMQPError):
+                self.close()  # the broker restarted (stop-app) or closed us: connect again, once
+                self.channel = None
+                if attempt == 2:
+                    raise
 
     def write_one(self, rng: random.Random) -> Poison:
         choice = rng.randrange(7)
@@ -181,8 +193,10 @@ class AmqpPoison(PoisonWriter):
         return Poison("amqp: canary with eta NaN", task_id, False)
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):  # closing a poison connection that may already be gone
-            self.connection.close()
+        if self.connection is not None:
+            with contextlib.suppress(Exception):  # closing a poison connection that may already be gone
+                self.connection.close()
+            self.connection = None
 
 
 def _amqp_table(headers: Any) -> dict[str, Any]:
@@ -206,14 +220,19 @@ def poison_writer(broker_url: str, namespace: str, run: str) -> PoisonWriter:
         import amqp
 
         vhost = unquote(parts.path[1:]) if len(parts.path) > 1 else "/"
-        conn = amqp.Connection(
-            host=f"{parts.hostname or '127.0.0.1'}:{parts.port or 5672}",
-            userid=unquote(parts.username or "guest"),
-            password=unquote(parts.password or "guest"),
-            virtual_host=vhost or "/",
-            client_properties={"connection_name": f"simq-chaos {run} poison"},
-        )
-        conn.connect()
+
+        def connect() -> Any:
+            conn = amqp.Connection(
+                host=f"{parts.hostname or '127.0.0.1'}:{parts.port or 5672}",
+                userid=unquote(parts.username or "guest"),
+                password=unquote(parts.password or "guest"),
+                virtual_host=vhost or "/",
+                client_properties={"connection_name": f"simq-chaos {run} poison"},
+                connect_timeout=5,
+            )
+            conn.connect()
+            return conn
+
         key = f"{namespace}.celery" if namespace else "celery"
-        return AmqpPoison(run, connection=conn, channel=conn.channel(), routing_key=key)
+        return AmqpPoison(run, connect=connect, routing_key=key)
     raise ValueError(f"no poison writer for {parts.scheme!r} URLs (amqp:// and redis:// are supported)")
