@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import random
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -299,3 +300,42 @@ def test_a_tiny_campaign_with_one_fault_of_each_cheap_kind_holds_every_guarantee
     assert verdict.row("producer").sent > 0
     reliability_report.append(f"simq chaos tiny campaign on {kind}: {'ok' if verdict.ok else 'FAIL'}")
     assert verdict.ok, text
+
+
+class _Recorder:
+    """Stands in for a redis client: keeps what RPUSH was given."""
+
+    def __init__(self):
+        self.pushed = []
+
+    def rpush(self, key, payload):
+        self.pushed.append((key, payload))
+
+
+class TestPoison:
+    def test_redis_poison_goes_onto_the_namespaced_queue_lists_and_says_what_must_not_run(self):
+        from simq.chaos.poison import RedisPoison
+
+        writer = RedisPoison(RUN, client=_Recorder(), prefix="simq:ns:")
+        written = writer.write(random.Random(5), 60)
+        assert all(key.startswith("simq:ns:q:celery:") for key, _ in writer.client.pushed)
+        kinds = {p.variant for p in written}
+        assert {"redis: canary with eta 9999-12-31", "redis: random bytes", "redis: mangled task message"} <= kinds
+        for p in written:
+            assert p.must_not_run == ("priority 200" not in p.variant and "NaN" not in p.variant)
+            assert (p.task_id is None) == ("canary" not in p.variant)
+
+    def test_the_same_seed_writes_the_same_poison(self):
+        from simq.chaos.poison import RedisPoison
+
+        a, b = (RedisPoison(RUN, client=_Recorder(), prefix="simq:ns:") for _ in range(2))
+        a.write(random.Random(9), 20)
+        b.write(random.Random(9), 20)
+        assert a.client.pushed == b.client.pushed
+
+
+def test_the_ci_command_line_parses():
+    ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
+    line = ci[ci.index("simq chaos --transport") :].split("\n\n")[0].replace("\\\n", " ")
+    args = parse_args(line.split()[2:])
+    assert len(args.transport) == 2 and set(args.kinds) == set(nemesis.FAULT_KINDS)

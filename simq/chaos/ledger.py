@@ -138,8 +138,12 @@ class Ledger:
         """Every event, in the order Redis appended them."""
         out: list[Event] = []
         start = "-"
+
+        def read_page() -> list[Any]:
+            return list(self.client.xrange(self.key("events"), min=start, count=5000))
+
         while True:
-            page = self._patiently("read", lambda s=start: self.client.xrange(self.key("events"), min=s, count=5000))
+            page = self._patiently("read", read_page)
             if not page:
                 return out
             out.extend(Event.from_fields(fields) for _, fields in page)

@@ -243,7 +243,7 @@ class Nemesis:
         try:
             done, detail, poison = self._apply(fault)
         except Exception as exc:  # noqa: BLE001 - a fault that could not be applied is recorded, not fatal
-            done, detail, poison = False, f"could not apply: {type(exc).__name__}: {exc}", ()
+            done, detail, poison = False, f"could not apply: {type(exc).__name__}: {exc}", []
         record = FaultRecord(fault, at, done, detail, tuple(poison))
         self.records.append(record)
         return record

@@ -89,9 +89,10 @@ class RedisPoison(PoisonWriter):
     def _pack(body: bytes, ctype: str, headers: Any, priority: Any, message_id: Any) -> bytes:
         import msgpack
 
-        return b"0" + msgpack.packb(
+        packed: bytes = msgpack.packb(
             [body, ctype, "utf-8", headers, priority, message_id, "", "celery"], use_bin_type=True
         )
+        return b"0" + packed
 
     def write_one(self, rng: random.Random) -> Poison:
         import msgpack

@@ -216,7 +216,8 @@ def run_campaign(config: Config, out: TextIO, err: TextIO) -> checker.Verdict:
         deadline = t0 + config.seconds
         sender = _Sender(app, jobs, run, t0, deadline)
         lanes = [_Chaos(nem, faults, t0, deadline, out, lane) for lane in (False, True)]
-        threads = [threading.Thread(target=f, daemon=True) for f in (sender, *lanes)]
+        workers: list[_Sender | _Chaos] = [sender, *lanes]
+        threads = [threading.Thread(target=f, daemon=True) for f in workers]
         for thread in threads:
             thread.start()
         total = sum(len(j.nodes) for j in jobs)
@@ -244,7 +245,7 @@ def run_campaign(config: Config, out: TextIO, err: TextIO) -> checker.Verdict:
                 progress("chaos")
                 last = clock.now
             if clock.now > deadline + 30:  # a fault still running 30 s past the bound: stop waiting for it
-                for stopper in (sender, *lanes):
+                for stopper in workers:
                     stopper.stop.set()
                 break
             clock.sleep(0.1)
