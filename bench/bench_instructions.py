@@ -25,7 +25,7 @@ import sys
 from simq import App
 
 what, n = sys.argv[1], int(sys.argv[2])
-app = App("instr")
+app = App("instr", worker_prefetch_multiplier=0)  # unlimited: every eta message is held by the worker
 
 @app.task(name="add")
 def add(x, y):

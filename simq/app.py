@@ -29,7 +29,7 @@ from simq.message import TaskMessage, validate_priority
 from simq.result import AsyncResult
 from simq.routing import Route, Router
 from simq.serialization import Serializer, SerializerRegistry
-from simq.task import CALL_OPTIONS, Task, make_task_class
+from simq.task import CALL_OPTIONS, Task, check_retry_policy, make_task_class
 from simq.transport import Transport, load_transport
 from simq.worker import Request, Worker, to_timestamp
 
@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "broker_pool_limit": 10,
     "task_serializer": "json",
     "result_serializer": "json",
+    "result_expires": 86_400,  # seconds or a timedelta; None or 0: never (simq.backends.base.expires_seconds)
     "accept_content": ["json"],
     "task_routes": None,
     "task_queues": None,
@@ -207,6 +208,7 @@ class App:
         if options.get("serializer") is not None:
             self.serializers.get(options["serializer"])
         cls = make_task_class(self, fun, base, name, options)
+        check_retry_policy(cls)
         cls_validate = getattr(cls, "validate_options", None)
         if cls_validate is not None:
             cls_validate()
@@ -333,14 +335,18 @@ class App:
 
     def _make_backend(self, url: str | None) -> Backend:
         scheme = urlsplit(url or "memory://").scheme
+        # result_expires is checked by the backend (a clear ConfigurationError); records are signed with the app's key
+        options = {"expires": self.conf.result_expires, "signer": self.signer}
         if scheme in ("", "memory", "cache+memory"):
-            return MemoryBackend(self.serializers, self._wall, self.conf.result_serializer)
+            return MemoryBackend(self.serializers, self._wall, self.conf.result_serializer, **options)
         from importlib.metadata import entry_points
 
         for ep in entry_points(group="simq.backends"):
             if ep.name == scheme:
                 factory = ep.load()
-                backend: Backend = factory(url, serializers=self.serializers, clock=self._wall, serializer=self.conf.result_serializer)
+                backend: Backend = factory(
+                    url, serializers=self.serializers, clock=self._wall, serializer=self.conf.result_serializer, **options
+                )
                 return backend
         raise ConfigurationError(
             f"no result backend for URL scheme {scheme!r}; install one (pip install 'simq[redis]' gives redis://)"
@@ -586,15 +592,23 @@ class App:
             self._route_cache[key] = route
         return route
 
-    def _republish(self, message: TaskMessage, delivery: Delivery, serializer: str) -> None:
-        """Send ``message`` again the way ``delivery`` came (retries)."""
+    def _republish(self, message: TaskMessage, delivery: Delivery, serializer: str, options: Mapping[str, Any] | None = None) -> None:
+        """Send ``message`` again the way ``delivery`` came (retries), or as ``options`` route it."""
+        exchange, routing_key = delivery.exchange, delivery.routing_key
+        if options:
+            if options.get("serializer"):
+                serializer = options["serializer"]
+            if any(options.get(k) is not None for k in ("queue", "exchange", "routing_key")):
+                route = self._route(message.task, self.tasks.get(message.task), options.get("queue"),
+                                    options.get("exchange"), options.get("routing_key"), message.args, message.kwargs)
+                exchange, routing_key = route.exchange.name, route.routing_key
         envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
         driver = self._driver
         if driver is not None:
-            driver.producer.publish(envelope, delivery.exchange, delivery.routing_key)
+            driver.producer.publish(envelope, exchange, routing_key)
             return
         # a connection that failed is dropped, never reused; a pooled one the broker closed is replaced
-        self.pool.run(lambda t: t.publish(envelope, delivery.exchange, delivery.routing_key))
+        self.pool.run(lambda t: t.publish(envelope, exchange, routing_key))
 
     def _apply_locally(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any]) -> _result.AsyncResult:
         """``Task.apply``: run here, now, without a broker; the result lands in this app's backend."""

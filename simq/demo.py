@@ -32,6 +32,8 @@ def build_app() -> App:
             Queue("lowpri", tasks, routing_key="misc.#"),
         ],
         accept_content=["json", "yaml"],
+        # one example runs tomorrow (eta); keep today's results past it, so they can still be read then
+        result_expires=2 * 86_400,
     )
 
     @app.task(name="demo.add")

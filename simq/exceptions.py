@@ -125,11 +125,33 @@ class InvalidSignature(SimqError):
     """A canvas that can never run (unknown task, cycle, bad shape)."""
 
 
-class MessageRejected(SimqError):
-    """A delivery the worker refused (malformed, refused content, unknown task)."""
+class RecordSignatureError(InvalidSignature):
+    """A record read back from the result backend is unsigned, or its signature does not match its key.
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+    Raised, with ``security_key`` set, before the record is decoded: someone
+    without the key wrote it, or moved it from another key. ``key`` names it.
+    """
+
+    def __init__(self, key: str = "", detail: str = "failed verification") -> None:
+        super().__init__(key, detail)
+        self.key = key
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"result backend record {self.key!r} {self.detail}; it was not decoded (security_key is set)"
+
+
+class MessageRejected(SimqError):
+    """A delivery the worker refused (malformed, refused content, unknown task).
+
+    It is also the stored result of a refused task whose id could be read, so
+    that ``result.get()`` raises it at once, naming why, instead of waiting.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if not detail and ": " in reason:  # rebuilt from a stored result: one "reason: detail" text
+            reason, detail = reason.split(": ", 1)
+        super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
 
@@ -147,6 +169,7 @@ __all__ = [
     "MessageRejected",
     "NotDelivered",
     "NotRegistered",
+    "RecordSignatureError",
     "Retry",
     "RoutingError",
     "SerializationError",

@@ -11,6 +11,7 @@ process), which hands each due request to the pool and gets an
 from __future__ import annotations
 
 import logging
+import random
 import traceback as tb_module
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ import attrs
 from simq import states
 from simq.exceptions import BrokerUnavailable, Retry
 from simq.hooks import Hooks
+from simq.task import backoff_countdown
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -80,12 +82,16 @@ class Executor:
     backend: Backend
     clock: Clock
     hostname: str
-    hooks: Hooks = attrs.field(factory=Hooks)
+    hooks: Hooks = attrs.field(default=None)  # default: the app's worker_hooks (the canvas among them)
+    #: Where retry jitter comes from: the simulation's seed in a simulation, the OS elsewhere.
+    rng: random.Random = attrs.field(factory=random.SystemRandom)
     _ignore_result_default: bool = attrs.field(default=False, init=False)
     _track_started: bool = attrs.field(default=False, init=False)
     _acks_late_default: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
+        if self.hooks is None:
+            self.hooks = Hooks(self.app.worker_hooks)
         conf = self.app.conf
         self._ignore_result_default = bool(conf.task_ignore_result)
         self._track_started = bool(conf.task_track_started)
@@ -96,7 +102,7 @@ class Executor:
         return self._acks_late_default if late is None else bool(late)
 
     # -- one task -----------------------------------------------------------------------
-    def run_task(self, request: Request) -> Outcome:
+    def run_task(self, request: Request, acks_late: bool | None = None) -> Outcome:
         """Run one request's body and everything after it; never raises ``Exception``.
 
         A worker that dies (``BaseException``, e.g. the simulator's crash
@@ -104,7 +110,7 @@ class Executor:
         """
         try:
             outcome = self._run(request)
-            if self.acks_late(request):
+            if self.acks_late(request) if acks_late is None else acks_late:
                 # The message is acknowledged once this returns: its result must be stored by then.
                 self.backend.sync()
             return outcome
@@ -136,9 +142,15 @@ class Executor:
         requests.append(request)  # its Context is built only if the task reads self.request
         app = self.app
         previous = app._enter_task(request)
-        began = self.clock.now
+        timed = log.isEnabledFor(logging.INFO)  # the runtime is only read by the log line
+        began = self.clock.now if timed else 0.0
         try:
-            retval = task.run(*message.args, **message.kwargs)
+            try:
+                retval = task.run(*message.args, **message.kwargs)
+            except Exception as exc:
+                if task.autoretry_for and not isinstance(exc, Retry):
+                    self._autoretry(request, exc)  # raises Retry, or ``exc`` past max_retries
+                raise
         except Retry as retry:
             for hook in hooks.after_run:
                 hook(self, request)
@@ -146,13 +158,23 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
             for hook in hooks.after_run:
                 hook(self, request)
-            return self.failed(request, exc, tb_module.format_exc(), self.clock.now - began)
+            return self.failed(request, exc, tb_module.format_exc(), self.clock.now - began if timed else 0.0)
         finally:
             app._leave_task(previous)
             requests.pop()
         for hook in hooks.after_run:
             hook(self, request)
-        return self.succeeded(request, retval, self.clock.now - began)
+        return self.succeeded(request, retval, self.clock.now - began if timed else 0.0)
+
+    def _autoretry(self, request: Request, exc: Exception) -> None:
+        """``autoretry_for``: retry as ``retry_kwargs`` and ``retry_backoff`` say (Celery's rules)."""
+        task = request.task
+        if not isinstance(exc, task.autoretry_for) or (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)):
+            return
+        kwargs = dict(task.retry_kwargs)
+        if task.retry_backoff and "countdown" not in kwargs and "eta" not in kwargs:
+            kwargs["countdown"] = backoff_countdown(task, request.message.retries, self.rng)
+        task.retry(exc=exc, **kwargs)
 
     # -- after the body ---------------------------------------------------------------------
     def succeeded(self, request: Request, retval: Any, runtime: float = 0.0) -> Outcome:
@@ -224,9 +246,17 @@ class Executor:
             args=args_override if args_override is not None else message.args,
             kwargs=kwargs_override if kwargs_override is not None else message.kwargs,
         )
+        options = getattr(retry, "options", None) or {}
+        if options.get("priority") is not None:
+            again = attrs.evolve(again, priority=options["priority"])
+        if options.get("headers"):
+            again = attrs.evolve(again, headers={**again.headers, **options["headers"]})
+        if options.get("expires") is not None:
+            expires = options["expires"]
+            again = attrs.evolve(again, expires=to_timestamp(expires) if not isinstance(expires, int | float) else now + float(expires))
         serializer = self.app.serializers.name_for(request.delivery.envelope.content_type)
         try:
-            self.app._republish(again, request.delivery, serializer)
+            self.app._republish(again, request.delivery, serializer, options)
         except Exception as exc:  # noqa: BLE001 - could not send the retry: the task fails
             return self.failed(request, exc, tb_module.format_exc())
         self.backend.mark_as_retry(message.id, retry.exc, None, retries=again.retries)

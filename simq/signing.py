@@ -7,6 +7,11 @@ protocol headers were changed after signing. The check runs before the body
 is deserialized, so an attacker who can publish to the broker but does not
 hold the key cannot make the worker decode, let alone run, anything.
 
+The same key signs what the result backend keeps (results and the canvas's
+records: chord bodies, chain links) over the record's key and bytes, and
+every read checks it before decoding, so whoever can write to the backend
+without the key cannot make a worker decode or run anything either.
+
 It protects integrity and authenticity, not secrecy: bodies travel in clear.
 See docs/security.md.
 """
@@ -21,12 +26,15 @@ from typing import Any
 
 import attrs
 
-from simq.exceptions import ConfigurationError, MessageRejected
+from simq.exceptions import ConfigurationError, MessageRejected, RecordSignatureError
 from simq.message import Envelope
 
-__all__ = ["SIGNATURE_HEADER", "Signer", "signer_from_conf"]
+__all__ = ["RECORD_PREFIX", "SIGNATURE_HEADER", "Signer", "signer_from_conf"]
 
 SIGNATURE_HEADER = "simq-signature"
+
+# A signed backend record: RECORD_PREFIX, the hex HMAC, b":", then the record's own bytes.
+RECORD_PREFIX = b"simq-signed:"
 
 # The headers a signature covers: everything the worker acts on before or instead of the body.
 SIGNED_HEADERS = ("simq", "task", "id", "retries", "eta", "expires", "root_id", "parent_id", "group", "group_index")
@@ -101,6 +109,34 @@ class Signer:
                 "bad-signature",
                 f"message {ident!r}: signature does not match (tampered, or signed with another key)",
             )
+
+    def _record_mac(self, key: str, body: bytes) -> bytes:
+        name = key.encode("utf-8")
+        mac = hmac.new(self.key, digestmod=self.digest)
+        mac.update(b"simq-record\0")  # never equal to a message's MAC, whatever the bytes
+        mac.update(len(name).to_bytes(8, "big"))
+        mac.update(name)
+        mac.update(body)
+        return mac.hexdigest().encode("ascii")
+
+    def sign_record(self, key: str, body: bytes) -> bytes:
+        """``body`` as stored under ``key``: prefixed with an HMAC over the key name and the bytes."""
+        return RECORD_PREFIX + self._record_mac(key, body) + b":" + body
+
+    def verify_record(self, key: str, raw: bytes) -> bytes:
+        """The bytes ``sign_record(key, ...)`` wrapped; ``RecordSignatureError`` if ``raw`` was not signed for ``key``."""
+        raw = bytes(raw)
+        if not raw.startswith(RECORD_PREFIX):
+            raise RecordSignatureError(key, "is not signed")
+        size = hashlib.new(self.digest).digest_size * 2
+        start = len(RECORD_PREFIX)
+        given, sep, body = raw[start : start + size], raw[start + size : start + size + 1], raw[start + size + 1 :]
+        if sep != b":" or not hmac.compare_digest(given, self._record_mac(key, body)):
+            raise RecordSignatureError(
+                key,
+                "has a signature that does not match (tampered, moved from another key, or signed with another key)",
+            )
+        return body
 
 
 def signer_from_conf(conf: Mapping[str, Any]) -> Signer | None:

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import attrs
 
-from simq.exceptions import MaxRetriesExceededError, Retry
+from simq.exceptions import ConfigurationError, MaxRetriesExceededError, Retry
+from simq.message import validate_priority
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -74,7 +75,9 @@ class Task:
 
     Class attributes are the task's options (``serializer``, ``queue``,
     ``routing_key``, ``exchange``, ``priority``, ``max_retries``,
-    ``default_retry_delay``, ``acks_late``, ``ignore_result``); a call's own
+    ``default_retry_delay``, ``acks_late``, ``ignore_result``, and the retry
+    policy: ``autoretry_for``, ``dont_autoretry_for``, ``retry_kwargs``,
+    ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``); a call's own
     options win over them.
     """
 
@@ -94,7 +97,11 @@ class Task:
     expires: ClassVar[float | None] = None
     track_started: ClassVar[bool | None] = None
     autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
-    retry_backoff: ClassVar[bool] = False
+    dont_autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
+    retry_kwargs: ClassVar[Mapping[str, Any]] = {}
+    retry_backoff: ClassVar[bool | int | float] = False
+    retry_backoff_max: ClassVar[float] = 600
+    retry_jitter: ClassVar[bool] = True
 
     _routing_options: ClassVar[dict[str, Any]]
 
@@ -191,6 +198,17 @@ class Task:
                 f"Can't retry {self.name}[{request.id}] args:{request.args} kwargs:{dict(request.kwargs)} "
                 f"(max_retries={limit})"
             )
+        unknown = sorted(set(options) - set(RETRY_OPTIONS))
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], RETRY_OPTIONS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigurationError(
+                f"{self.name}.retry() got unknown option {unknown[0]!r}{hint} (it takes {', '.join(RETRY_OPTIONS)})"
+            )
+        if "priority" in options and options["priority"] is not None:
+            validate_priority(options["priority"])
         if countdown is None and eta is None:
             countdown = self.default_retry_delay
         retry = Retry(f"Retry in {countdown}s" if countdown is not None else f"Retry at {eta}", exc=exc)
@@ -295,3 +313,38 @@ def make_task_class(
 
 
 CALL_OPTIONS = _CALL_OPTIONS
+
+#: What ``self.retry(**options)`` may change about the message it sends again.
+RETRY_OPTIONS = ("queue", "exchange", "routing_key", "priority", "serializer", "headers", "expires")
+
+
+def check_retry_policy(task: type[Task]) -> None:
+    """Refuse, when the task is defined, a retry policy that could never work."""
+    for name in ("autoretry_for", "dont_autoretry_for"):
+        value = getattr(task, name)
+        if isinstance(value, type):
+            value = (value,)
+            setattr(task, name, value)
+        if not isinstance(value, tuple) or not all(isinstance(c, type) and issubclass(c, BaseException) for c in value):
+            raise ConfigurationError(f"task {task.name!r}: {name} must be a tuple of exception classes, got {value!r}")
+    kwargs = task.retry_kwargs
+    if not isinstance(kwargs, Mapping):
+        raise ConfigurationError(f"task {task.name!r}: retry_kwargs must be a dict, got {kwargs!r}")
+    allowed = ("countdown", "eta", "max_retries", *RETRY_OPTIONS)
+    for key in kwargs:
+        if key not in allowed:
+            raise ConfigurationError(f"task {task.name!r}: retry_kwargs has {key!r}; it takes {', '.join(allowed)}")
+    backoff = task.retry_backoff
+    if not isinstance(backoff, bool | int | float) or backoff < 0:
+        raise ConfigurationError(f"task {task.name!r}: retry_backoff must be True, False or a factor in seconds, got {backoff!r}")
+    if not isinstance(task.retry_backoff_max, int | float) or task.retry_backoff_max < 0:
+        raise ConfigurationError(f"task {task.name!r}: retry_backoff_max must be seconds >= 0, got {task.retry_backoff_max!r}")
+
+
+def backoff_countdown(task: Task, retries: int, rng: Any) -> float:
+    """Celery's exponential backoff: ``factor * 2 ** retries``, capped, then (with jitter) uniform in [0, that]."""
+    factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
+    countdown = min(float(task.retry_backoff_max), factor * (2**retries))
+    if task.retry_jitter:
+        countdown = rng.uniform(0, countdown)
+    return max(0.0, countdown)

@@ -16,6 +16,7 @@ import heapq
 import itertools
 import logging
 import queue as queue_module
+import random
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
@@ -163,6 +164,7 @@ class Worker:
     backend: Backend | None = None
     hooks: Sequence[WorkerHook] = ()
     pool: Pool | None = None
+    rng: random.Random | None = None  # retry jitter; the simulation hands each worker a seeded one
     stats: WorkerStats = attrs.field(factory=WorkerStats, init=False)
     executor: Executor = attrs.field(init=False)
     _ready: deque[Request] = attrs.field(factory=deque, init=False)
@@ -203,6 +205,8 @@ class Worker:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         self._hooks = Hooks([*self.hooks, *self.app.worker_hooks])
         self.executor = Executor(self.app, self.backend, self.clock, self.hostname, self._hooks)
+        if self.rng is not None:
+            self.executor.rng = self.rng
 
     def add_hook(self, hook: WorkerHook) -> None:
         """Add a hook after the ones given (the simulator adds fault injection this way)."""
@@ -451,8 +455,25 @@ class Worker:
             "rejected message %r (delivery %s) from queue %r (%s): %s",
             message_id or delivery.envelope.message_id, delivery.tag, delivery.queue, reason, detail,
         )
+        if isinstance(message_id, str) and message_id and len(message_id) <= 255:
+            self._fail_refused(message_id, reason, detail)
         for hook in self._hooks.on_rejected:
             hook(self, delivery, reason, detail)
+
+    def _fail_refused(self, task_id: str, reason: str, detail: str) -> None:
+        """Whoever waits on a refused task learns why at once: its result becomes FAILURE, naming the reason.
+
+        Only a task with no final result yet is marked: a forged or duplicated
+        message cannot overwrite a result that is already there.
+        """
+        backend = self.backend
+        assert backend is not None
+        try:
+            if backend.get_meta(task_id).ready:
+                return
+            backend.mark_as_failure(task_id, MessageRejected(reason, detail))
+        except Exception:  # the rejection itself is done; the result is a courtesy
+            log.warning("could not store the rejection of %r in the result backend", task_id, exc_info=True)
 
     # -- stepping (simulation) and looping (production) ------------------------------
     def has_work(self) -> bool:
@@ -529,7 +550,7 @@ class Worker:
             self.ack(request)
         pool = self.pool
         if pool is None:
-            outcome = executor.run_task(request)
+            outcome = executor.run_task(request, acks_late)
             for hook in self._hooks.before_ack:
                 hook(self, request)
             self._finish((request,), outcome, acks_late)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from simq import App, states
-from simq.exceptions import ConfigurationError
+from simq.exceptions import ConfigurationError, MessageRejected
 from simq.message import Envelope
 
 
@@ -104,7 +104,7 @@ def test_unknown_task_is_dead_lettered_and_the_worker_keeps_serving():
         r = app.send_task("not.registered", (1,))
         good = app.tasks["add"].delay(1, 1)
         assert good.get() == 2
-        assert r.state == states.PENDING
+        assert r.state == states.FAILURE  # the caller learns at once, not at its timeout
         assert "unknown-task" in sim.dead_letters[0].reason
         assert sim.worker_list[0].stats.rejected == {"unknown-task": 1}
 
@@ -180,3 +180,25 @@ def test_each_thread_sees_its_own_request_in_a_shared_task():
     for t in threads:
         t.join()
     assert seen == {"id-0": "id-0", "id-1": "id-1"}
+
+
+def test_a_refused_message_fails_its_result_at_once_naming_why():
+    app = make_app()
+    with app.simulate(workers=1):
+        r = app.send_task("nobody.registered.this", (1,))
+        with pytest.raises(MessageRejected, match="unknown-task") as info:
+            r.get(timeout=60)
+        assert info.value.reason == "unknown-task" and "nobody.registered.this" in info.value.detail
+        assert r.state == states.FAILURE
+
+
+def test_a_refused_duplicate_never_overwrites_a_stored_result():
+    app = make_app()
+    with app.simulate(workers=1) as sim:
+        done = app.tasks["add"].delay(1, 1)
+        assert done.get() == 2
+        bad = Envelope(b"not json", "application/json", "utf-8", {"task": "add", "id": done.id}, None, done.id)
+        sim.producer.publish(bad, "", "celery")
+        sim.run_until_idle()
+        assert sim.worker_list[0].stats.rejected == {"undecodable": 1}
+        assert app.AsyncResult(done.id).get() == 2

@@ -3,28 +3,60 @@
 A backend stores one record per task id (state, result, traceback, when) as
 bytes encoded with the app's ``result_serializer``, so a result that could not
 cross a real backend fails in the simulator too. Exceptions are stored as
-(type, module, args) and rebuilt on read. Subclasses implement ``_get``,
-``_set``, ``_incr`` and ``_wait``; everything else is here.
+(type, module, args) and rebuilt on read, from classes already imported only.
+The canvas keeps its own records (chord bodies, long chains, group layouts)
+through ``put_record`` / ``get_record``. With the app's ``security_key`` set,
+every record is signed (an HMAC over its key and bytes) and verified before it
+is decoded. Records expire after ``result_expires`` seconds (one day by
+default; None or 0: never). Subclasses implement ``_get``, ``_set``, ``_incr``
+and ``_wait``; everything else is here.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextlib
-import importlib
+import datetime
+import math
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from simq import states
-from simq.exceptions import SimqError
+from simq.exceptions import ConfigurationError, SimqError
 
 if TYPE_CHECKING:
     from simq.clock import Clock
     from simq.serialization import SerializerRegistry
+    from simq.signing import Signer
 
-__all__ = ["Backend", "ResultMeta", "exception_from_dict", "exception_to_dict"]
+__all__ = ["DAY", "Backend", "ResultMeta", "exception_from_dict", "exception_to_dict", "expires_seconds"]
+
+DAY = 86_400.0
+"""The default ``result_expires``: one day, as Celery."""
+
+
+def expires_seconds(value: Any) -> float | None:
+    """``result_expires`` (seconds or a ``timedelta``) as seconds; None when records never expire (None or 0, as Celery)."""
+    if value is None:
+        return None
+    if isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError(
+            f"result_expires must be a number of seconds or a datetime.timedelta (None or 0: never expire); got {value!r}"
+        )
+    if math.isnan(seconds) or seconds < 0:
+        raise ConfigurationError(
+            f"result_expires must be positive seconds, or None/0 to keep results for ever; got {value!r}"
+        )
+    if seconds == 0 or math.isinf(seconds):
+        return None
+    return seconds
 
 
 @attrs.frozen
@@ -67,13 +99,15 @@ def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
     if not isinstance(args, list | tuple):
         args = (args,)
     cls: Any = None
-    try:
-        mod = builtins if module == "builtins" else importlib.import_module(module)
-        cls = mod
-        for part in str(name).split("."):
-            cls = getattr(cls, part)
-    except (ImportError, AttributeError):
-        cls = None
+    # Only modules already imported: reading a record never imports (runs) code it names.
+    mod = builtins if module == "builtins" else sys.modules.get(str(module))
+    if mod is not None:
+        try:
+            cls = mod
+            for part in str(name).split("."):
+                cls = getattr(cls, part)
+        except AttributeError:
+            cls = None
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = type(str(name).rsplit(".", 1)[-1], (SimqError,), {"__module__": str(module)})
     try:
@@ -91,9 +125,17 @@ class Backend:
     serializers: SerializerRegistry
     clock: Clock
     serializer: str = "json"
+    expires: float | None = DAY
+    """Seconds a record is kept (``result_expires``, checked by ``expires_seconds``); None keeps it for ever."""
+    signer: Signer | None = None
+    """Signs every record and verifies it before decoding, when the app has a ``security_key``."""
     on_change: list[Callable[[str, ResultMeta], None]] = attrs.field(factory=list, init=False)
     mark_guard: Callable[[str, Any], None] | None = attrs.field(default=None, init=False)
     """Consulted by ``mark_as_done`` while a batch body runs (simq.batches); may refuse an id."""
+
+    def __attrs_post_init__(self) -> None:
+        # checked here rather than by an attrs converter, which would put a hook on every attribute write
+        self.expires = expires_seconds(self.expires)
 
     # -- storage hooks ------------------------------------------------------------
     def _get(self, key: str) -> bytes | None:
@@ -140,7 +182,7 @@ class Backend:
         if children:
             payload["children"] = list(children)
         body, _, _ = self.serializers.dumps(payload, self.serializer, what="result")
-        self._set(task_id, body)
+        self._set(task_id, body if self.signer is None else self.signer.sign_record(task_id, body))
         meta = self._meta(task_id, payload, result)
         for listener in self.on_change:
             listener(task_id, meta)
@@ -179,8 +221,32 @@ class Backend:
         return self._decode(task_id, raw)
 
     def _decode(self, task_id: str, raw: bytes) -> ResultMeta:
+        if self.signer is not None:
+            raw = self.signer.verify_record(task_id, raw)  # before decoding: a forged record is never decoded
         serializer = self.serializers.get(self.serializer)
         return self._meta(task_id, serializer.decode(raw))
+
+    # -- canvas records -------------------------------------------------------------
+    def put_record(self, key: str, body: bytes) -> None:
+        """Store ``body`` under ``key`` (a chord, a chain link, a group's layout); signed when the app has a key.
+
+        Written like a result: it may travel with the thread's next command,
+        and ``sync()`` confirms it. It expires with ``result_expires``.
+        """
+        self._set(key, body if self.signer is None else self.signer.sign_record(key, body))
+
+    def get_record(self, key: str) -> bytes | None:
+        """The bytes stored under ``key`` by ``put_record``, or None if there are none (expired, never stored).
+
+        With a signer, raises ``RecordSignatureError`` (naming ``key``) unless
+        the record carries a valid signature for this very key: a record
+        written without the key, or moved from another key, is never returned,
+        so it is never decoded.
+        """
+        raw = self._get(key)
+        if raw is None or self.signer is None:
+            return raw
+        return self.signer.verify_record(key, raw)
 
     def wait_for(self, task_id: str, timeout: float | None = None) -> ResultMeta:
         """Wait on the wall clock until the task is ready; raise ``TimeoutError`` if not in time."""
@@ -203,10 +269,14 @@ class Backend:
             self.mark_guard(task_id, result)
         return self.store_result(task_id, result, states.SUCCESS, name=getattr(request, "task", None))
 
-    def mark_as_failure(self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None) -> ResultMeta:
+    def mark_as_failure(
+        self, task_id: str, exc: BaseException, traceback: str | None = None, request: Any = None
+    ) -> ResultMeta:
         return self.store_result(task_id, exc, states.FAILURE, traceback, name=getattr(request, "task", None))
 
-    def mark_as_retry(self, task_id: str, exc: BaseException | None, traceback: str | None = None, retries: int = 0) -> ResultMeta:
+    def mark_as_retry(
+        self, task_id: str, exc: BaseException | None, traceback: str | None = None, retries: int = 0
+    ) -> ResultMeta:
         return self.store_result(task_id, exc, states.RETRY, traceback, retries=retries)
 
     def mark_as_revoked(self, task_id: str, reason: str = "revoked") -> ResultMeta:

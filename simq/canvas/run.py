@@ -8,6 +8,8 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from simq import states
 from simq.backends.base import exception_to_dict
 from simq.canvas.checks import validate
@@ -23,9 +25,9 @@ from simq.canvas.signatures import (
     _as_signature,
     _deep_copy,
     _listify,
-    chord,
+    chain,
+    chunks,
     from_dict,
-    group,
 )
 from simq.exceptions import ChordError, InvalidSignature
 
@@ -52,18 +54,18 @@ def send(app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[s
     task_id = options.pop("task_id", None)
     if task_id is not None:
         work["options"] = {**work["options"], "task_id": task_id}
-    if work.subtask_type == "chunks":
-        work = work.group()  # type: ignore[attr-defined]
+    if isinstance(work, chunks):
+        work = work.group()
     if work.subtask_type is not None:
         # link= / link_error= given when sending a canvas: chain -> its last task, chord -> its body
         for cb in _listify(options.pop("link", None)):
             work.link(cb)
         for eb in _listify(options.pop("link_error", None)):
             work.link_error(eb)
-    if work.subtask_type == "chain" and task_id is not None:
+    if isinstance(work, chain) and task_id is not None:
         # the id of a chain is the id of its last task
         work["options"].pop("task_id")
-        last = work.tasks[-1]  # type: ignore[attr-defined]
+        last = work.tasks[-1]
         last["options"] = {**last["options"], "task_id": task_id}
     _prepare(app, work)
     result = _result(app, work)
@@ -84,80 +86,82 @@ def _apply(
     group_index: int | None = None,
 ) -> None:
     """Send a prepared node with a parent's ``args``, what follows it (``cont``) and the chord it reports to."""
-    kind = sig.get("subtask_type")
-    if kind == "chain":
-        tasks = sig.tasks  # type: ignore[attr-defined]
-        rest = _make_cont(app, tasks[1:], sig.id or app._new_id()) + list(cont)
-        _apply(app, tasks[0], args, kwargs, options, rest, ctx, group_id, group_index)
-        return
-    if kind == "group":
-        if cont:
-            nxt, rest = _pop(app, cont)
-            as_chord = chord(sig, nxt, app=app)
-            as_chord["options"] = {**as_chord["options"], "task_id": sig.id}
-            _apply(app, as_chord, args, kwargs, options, rest, ctx, group_id, group_index)
-            return
-        gid = sig.id or app._new_id()
-        members = sig.tasks  # type: ignore[attr-defined]
-        _save_group(app, gid, _spec(sig))
-        if not members:
-            # nothing to run: the group is done now, with the value []
-            app.backend.store_result(gid, [], states.SUCCESS, name="simq.group")
-            if ctx:
-                _chord_part_done(app, ctx, gid)
-            return
-        for i, member in enumerate(members):
-            _apply(app, member, args, kwargs, options, [], ctx, gid, i)
-        return
-    if kind == "chord":
-        header: group = sig.header  # type: ignore[attr-defined]
-        body: Signature = sig.body  # type: ignore[attr-defined]
-        cid = header.id or app._new_id()
-        spec = _spec(header)
-        size = _count(header)
-        _store(app, _chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": spec})
-        _apply(app, header, args, kwargs, options, [], {"id": cid, "size": size})
-        return
-    if kind == "chunks":
-        grp = sig.group()  # type: ignore[attr-defined]
-        _prepare(app, grp)
-        _apply(app, grp, args, kwargs, options, cont, ctx, group_id, group_index)
-        return
-    # a task
-    own_args = tuple(sig["args"])
-    if sig["immutable"]:
-        call_args, call_kwargs = own_args, sig["kwargs"]
-    else:
-        call_args = tuple(args) + own_args if args else own_args
-        call_kwargs = {**sig["kwargs"], **kwargs} if kwargs else sig["kwargs"]
-    opts = sig["options"]
-    if options:
-        opts = {**opts, **{k: v for k, v in options.items() if k != "task_id"}}
-    app.send_task(
-        sig.task,
-        call_args,
-        call_kwargs,
-        _task=app.tasks.get(sig.task),
-        chain=cont or None,
-        chord=dict(ctx) if ctx else None,
-        group_id=group_id,
-        group_index=group_index,
-        **opts,
-    )
+    sig._send(Runner(app), args, kwargs, options, cont, ctx, group_id, group_index)
+
+
+@attrs.define(eq=False, slots=True)
+class Runner:
+    """What sending a canvas node needs from the app and its result backend (``Signature._send`` calls it)."""
+
+    app: App
+
+    def send_task(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
+        app = self.app
+        app.send_task(
+            name,
+            args,
+            kwargs,
+            _task=app.tasks.get(name),
+            chain=cont or None,
+            chord=dict(ctx) if ctx else None,
+            group_id=group_id,
+            group_index=group_index,
+            **options,
+        )
+
+    def continuation(self, tasks: list[Signature], chain_id: str | None) -> list[Any]:
+        return _make_cont(self.app, tasks, chain_id or self.app._new_id())
+
+    def pop(self, cont: Sequence[Any]) -> tuple[Signature, list[Any]]:
+        return _pop(self.app, cont)
+
+    def save_group(self, gid: str, spec: Any) -> None:
+        _save_group(self.app, gid, spec)
+
+    def empty_group(self, gid: str, ctx: Mapping[str, Any] | None) -> None:
+        """A group with no members is done when reached, with the value ``[]``."""
+        self.app.backend.store_result(gid, [], states.SUCCESS, name="simq.group")
+        if ctx:
+            _chord_part_done(self.app, ctx, gid)
+
+    def save_chord(
+        self, cid: str, header: Signature, body: Signature, cont: list[Any], ctx: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
+        """Store the chord's record; return what its header tasks carry to report to it."""
+        app = self.app
+        _store(app, _chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": _spec(header)})
+        # "fail": what to mark FAILURE if the chord's record cannot be read back (the message is signed, the record may not be)
+        fail = _fail_ids(app, body, cont, ctx)
+        return {"id": cid, "size": _count(header), "fail": fail}
 
 
 # -- continuations: what follows a task in a chain ---------------------------------------------------
 
 def _make_cont(app: App, tasks: list[Signature], chain_id: str) -> list[Any]:
-    """Short continuations ride in the message; long ones are stored once and referenced."""
+    """Short continuations ride in the message; long ones are stored once and referenced.
+
+    A reference carries the ids of the chain's result ("fail"), so that if a
+    stored link cannot be read back (expired, or not signed with the key) the
+    chain's result is marked FAILURE instead of staying PENDING.
+    """
     if len(tasks) <= INLINE_CHAIN:
         return list(tasks)
     backend = app.backend
     serializer = app.conf.task_serializer
     for i, t in enumerate(tasks):
         body, _, _ = app.serializers.dumps(t, serializer, what="chain link")
-        backend._set(_link_key(chain_id, i), body)
-    return [{"ref": chain_id, "next": 0, "size": len(tasks)}]
+        backend.put_record(_link_key(chain_id, i), body)
+    return [{"ref": chain_id, "next": 0, "size": len(tasks), "fail": _spec_ids(_spec(tasks[-1]))}]
 
 
 def _is_ref(item: Any) -> bool:
@@ -175,13 +179,41 @@ def _pop(app: App, cont: Sequence[Any]) -> tuple[Signature, list[Any]]:
     return from_dict(head, app), rest
 
 
-def _iter_cont(app: App, cont: Sequence[Any]) -> Iterator[Signature]:
-    for item in cont:
-        if _is_ref(item):
-            for index in range(int(item["next"]), int(item["size"])):
-                yield from_dict(_load(app, _link_key(str(item["ref"]), index)), app)
-        else:
-            yield from_dict(item, app)
+def _iter_ref(app: App, item: Mapping[str, Any]) -> Iterator[Signature]:
+    for index in range(int(item["next"]), int(item["size"])):
+        yield from_dict(_load(app, _link_key(str(item["ref"]), index)), app)
+
+
+def _spec_ids(spec: Any) -> list[str]:
+    """The task ids a spec (``plan.spec``) points at, in order."""
+    if isinstance(spec, Mapping):
+        return [task_id for child in spec["r"] for task_id in _spec_ids(child)]
+    return [str(spec)]
+
+
+def _fail_ids(app: App, body: Signature, cont: Sequence[Any], ctx: Mapping[str, Any] | None) -> list[str]:
+    """What a user waits on past a chord: its body's results, its chain's, and those of the chord around it."""
+    ids = _spec_ids(_spec(body))
+    if cont:
+        last = cont[-1]
+        ids += [str(i) for i in last.get("fail", ())] if _is_ref(last) else _spec_ids(_spec(from_dict(last, app)))
+    if ctx:
+        ids += [str(i) for i in ctx.get("fail", ())]
+    return list(dict.fromkeys(ids))
+
+
+def _unreadable(app: App, err: InvalidSignature, fail: Iterable[Any], step: str) -> None:
+    """A canvas record could not be read back (missing, or not signed with the key): fail what it led to, never run it."""
+    ids = [str(i) for i in fail]
+    log.error("%s: %s; marking %s FAILURE", step, err, ", ".join(ids) or "nothing")
+    backend = app.backend
+    for task_id in ids:
+        try:
+            done = backend.get_meta(task_id).ready
+        except InvalidSignature:  # that result was forged too: replace it
+            done = False
+        if not done:
+            backend.mark_as_failure(task_id, err)
 
 
 # -- backend records -------------------------------------------------------------------------------
@@ -204,11 +236,11 @@ def _children_key(task_id: str) -> str:
 
 def _store(app: App, key: str, value: Any) -> None:
     body, _, _ = app.serializers.dumps(value, app.conf.task_serializer, what=key)
-    app.backend._set(key, body)
+    app.backend.put_record(key, body)
 
 
 def _load(app: App, key: str) -> Any:
-    raw = app.backend._get(key)
+    raw = app.backend.get_record(key)  # verified before it is decoded: RecordSignatureError
     if raw is None:
         raise InvalidSignature(f"canvas record {key!r} is missing from the result backend (expired or never stored)")
     return app.serializers.get(app.conf.task_serializer).decode(raw)
@@ -219,14 +251,14 @@ def _save_group(app: App, gid: str, spec: Any) -> None:
 
 
 def load_group_spec(app: App, gid: str) -> Any:
-    raw = app.backend._get(_group_key(gid))
+    raw = app.backend.get_record(_group_key(gid))
     if raw is None:
         return None
     return app.serializers.get(app.conf.task_serializer).decode(raw)
 
 
 def load_children(app: App, task_id: str) -> list[Any]:
-    raw = app.backend._get(_children_key(task_id))
+    raw = app.backend.get_record(_children_key(task_id))
     if raw is None:
         return []
     return list(json.loads(raw))
@@ -276,14 +308,19 @@ def on_success(worker: Worker, request: Request, retval: Any) -> None:
     cont = embed.get("chain")
     ctx = embed.get("chord")
     if cont:
-        nxt, rest = _pop(app, cont)
-        _apply(app, nxt, (retval,), {}, {}, rest, ctx)
-        children.append(_spec(nxt))
+        try:
+            nxt, rest = _pop(app, cont)
+            _apply(app, nxt, (retval,), {}, {}, rest, ctx)  # (a group next pops one more link before sending)
+        except InvalidSignature as err:  # a stored link is missing or forged: it never runs, what it led to fails
+            log.error("chain after task %s cannot go on: %s", request.id, err)
+            _fail_forward(app, cont, ctx, err, request.id)
+        else:
+            children.append(_spec(nxt))
     elif ctx:
         _chord_part_done(app, ctx, request.id)
     if children:
         # ids and nested lists only: always plain json, whatever the task serializer
-        app.backend._set(_children_key(request.id), _JSON.encode(children).encode("utf-8"))
+        app.backend.put_record(_children_key(request.id), _JSON.encode(children).encode("utf-8"))
 
 
 def _chord_part_done(app: App, ctx: Mapping[str, Any], part_id: str) -> None:
@@ -304,8 +341,13 @@ def _chord_part_done(app: App, ctx: Mapping[str, Any], part_id: str) -> None:
             return
     elif done != size:
         return
-    record = _load(app, key)
-    values = _collect(app, record["spec"])
+    try:
+        record = _load(app, key)
+        values = _collect(app, record["spec"])  # header results are records too: verified before decoding
+    except InvalidSignature as err:
+        _unreadable(app, err, ctx.get("fail", ()), f"chord {ctx['id']}")
+        backend.incr(f"{key}.sent")
+        return
     body = from_dict(record["body"], app)
     with app.batched_publishing():
         _apply(app, body, (values,), {}, {}, list(record.get("cont") or []), record.get("ctx"))
@@ -357,8 +399,17 @@ def on_revoked(worker: Worker, request: Request, exc: BaseException) -> None:
 
 
 def _fail_forward(app: App, cont: Sequence[Any], ctx: Mapping[str, Any] | None, exc: BaseException, failed_id: str) -> None:
-    for sig in _iter_cont(app, cont):
-        _mark_failed(app, sig, exc)
+    for item in cont:
+        if not _is_ref(item):
+            _mark_failed(app, from_dict(item, app), exc)
+            continue
+        try:
+            links = list(_iter_ref(app, item))
+        except InvalidSignature as err:
+            _unreadable(app, err, item.get("fail", ()), f"chain after task {failed_id}")
+            continue
+        for sig in links:
+            _mark_failed(app, sig, exc)
     if ctx:
         _chord_failed(app, ctx, exc, failed_id)
 
@@ -370,7 +421,11 @@ def _chord_failed(app: App, ctx: Mapping[str, Any], exc: BaseException, failed_i
     cid = str(ctx["id"])
     if app.backend.incr(f"{_chord_key(cid)}.failed") != 1:
         return
-    record = _load(app, _chord_key(cid))
+    try:
+        record = _load(app, _chord_key(cid))
+    except InvalidSignature as unreadable:
+        _unreadable(app, unreadable, ctx.get("fail", ()), f"chord {cid}")
+        return
     body = from_dict(record["body"], app)
     cause = exc.__cause__ if isinstance(exc, ChordError) and exc.__cause__ is not None else exc
     err = ChordError(

@@ -9,6 +9,8 @@ from simq.exceptions import InvalidSignature
 
 if TYPE_CHECKING:
     from simq.app import App
+    from simq.canvas.checks import Checker
+    from simq.canvas.run import Runner
     from simq.task import Task
 
 __all__ = ["MAP_TASK", "STARMAP_TASK", "Signature", "chain", "chord", "chunks", "from_dict", "group", "signature", "xmap", "xstarmap"]
@@ -154,10 +156,8 @@ class Signature(dict[str, Any]):
         """Fix the task id(s) now, so the result is known before sending; returns the result handle."""
         if _id is not None:
             self["options"] = {**self["options"], "task_id": _id}
-        from simq.canvas.plan import prepare, result_of
-
-        prepare(self.app, self)
-        return result_of(self.app, self)
+        self._freeze(self.app)
+        return self._result(self.app, None)
 
     @property
     def id(self) -> str | None:
@@ -190,6 +190,67 @@ class Signature(dict[str, Any]):
     def __reduce__(self) -> Any:
         return (_rebuild, (dict(self),))
 
+    # -- the canvas protocol: what each kind does, one method per step ----------------------
+    # A plain task here; chain, group, chord and chunks override what differs.
+    def _freeze(self, app: App) -> None:
+        """Normalise this node in place and give it (and everything inside) an id."""
+        options = self["options"]
+        if not options.get("task_id"):
+            options["task_id"] = app._new_id()
+
+    def _spec(self) -> Any:
+        """Where this node's value will be: a task id, or ``{"g": group_id, "r": [member specs]}``."""
+        return self.id
+
+    def _count(self) -> int:
+        """How many tasks report to an enclosing chord when this node is done."""
+        return 1
+
+    def _leaf_ids(self) -> Iterator[str]:
+        """Every task id inside this node (to mark them failed when it will never run)."""
+        if self.id is not None:
+            yield self.id
+
+    def _result(self, app: App, parent: Any) -> Any:
+        """The result handle of this frozen node."""
+        from simq.result import AsyncResult
+
+        return AsyncResult(self.id or "", app, parent)
+
+    def _nested(self) -> list[Any]:
+        """The signatures inside this node's kwargs (members, header, body), as stored."""
+        return []
+
+    def _copy_nested(self) -> None:
+        """Replace what ``_nested`` holds with deep copies (``_deep_copy`` calls this on the copy)."""
+
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
+        """Send this frozen node with a parent's ``args``, what follows it (``cont``) and the chord it reports to."""
+        own_args = tuple(self["args"])
+        if self["immutable"]:
+            call_args, call_kwargs = own_args, self["kwargs"]
+        else:
+            call_args = tuple(args) + own_args if args else own_args
+            call_kwargs = {**self["kwargs"], **kwargs} if kwargs else self["kwargs"]
+        opts = self["options"]
+        if options:
+            opts = {**opts, **{k: v for k, v in options.items() if k != "task_id"}}
+        runner.send_task(self.task, call_args, call_kwargs, opts, cont, ctx, group_id, group_index)
+
+    def _check(self, checker: Checker, path: str) -> None:
+        """Refuse what can never run, naming where it is (``checker`` walks the nodes and holds the app)."""
+        checker.task(self, path)
+
 
 def _rebuild(data: Mapping[str, Any]) -> Signature:
     return from_dict(data, None)
@@ -204,8 +265,8 @@ class chain(Signature):  # noqa: N801 - Celery's name
         flat: list[Signature] = []
         for t in tasks:
             sig = _as_signature(app, t)
-            if sig.subtask_type == "chain":
-                flat.extend(sig.tasks)  # type: ignore[attr-defined]
+            if isinstance(sig, chain):
+                flat.extend(sig.tasks)
             else:
                 flat.append(sig)
         app = app or next((t._app for t in flat if t._app is not None), None)
@@ -230,6 +291,65 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks)
+
+    def _freeze(self, app: App) -> None:
+        Signature._freeze(self, app)
+        flat: list[Signature] = []
+        for t in self.tasks:
+            if isinstance(t, chain):
+                flat.extend(t.tasks)
+            elif isinstance(t, chunks):
+                flat.append(t.group())
+            else:
+                flat.append(t)
+        out: list[Signature] = []
+        i = 0
+        while i < len(flat):  # a group followed by anything is a chord
+            t = flat[i]
+            if isinstance(t, group) and i + 1 < len(flat):
+                out.append(chord(t, flat[i + 1], app=app))
+                i += 2
+            else:
+                out.append(t)
+                i += 1
+        self["kwargs"]["tasks"] = out
+        for t in out:
+            t._freeze(app)
+
+    def _spec(self) -> Any:
+        return self.tasks[-1]._spec()
+
+    def _count(self) -> int:
+        return self.tasks[-1]._count()
+
+    def _leaf_ids(self) -> Iterator[str]:
+        for t in self.tasks:
+            yield from t._leaf_ids()
+
+    def _result(self, app: App, parent: Any) -> Any:
+        result = parent
+        for t in self.tasks:
+            result = t._result(app, result)
+        return result
+
+    def _nested(self) -> list[Any]:
+        return list(self["kwargs"].get("tasks") or [])
+
+    def _copy_nested(self) -> None:
+        self["kwargs"]["tasks"] = [_deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []]
+
+    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
+              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+        tasks = self.tasks
+        rest = runner.continuation(tasks[1:], self.id) + list(cont)
+        tasks[0]._send(runner, args, kwargs, options, rest, ctx, group_id, group_index)
+
+    def _check(self, checker: Checker, path: str) -> None:
+        tasks = self["kwargs"].get("tasks") or []
+        if not tasks:
+            raise InvalidSignature(f"{path or 'canvas'}: an empty chain has nothing to run")
+        for i, t in enumerate(tasks):
+            checker.visit(t, f"{path}chain[{i}].")
 
 
 class group(Signature):  # noqa: N801 - Celery's name
@@ -269,6 +389,62 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+    def _freeze(self, app: App) -> None:
+        Signature._freeze(self, app)
+        members = self.tasks
+        for i, t in enumerate(members):
+            if isinstance(t, chunks):
+                members[i] = t.group()
+        for t in members:
+            t._freeze(app)
+
+    def _spec(self) -> Any:
+        return {"g": self.id, "r": [t._spec() for t in self.tasks]}
+
+    def _count(self) -> int:
+        members = self.tasks
+        # an empty group reports once itself, when it is reached
+        return sum(t._count() for t in members) if members else 1
+
+    def _leaf_ids(self) -> Iterator[str]:
+        tasks = self.tasks
+        if not tasks and self.id is not None:
+            yield self.id  # an empty group keeps its own record
+        for t in tasks:
+            yield from t._leaf_ids()
+
+    def _result(self, app: App, parent: Any) -> Any:
+        from simq.result import GroupResult
+
+        return GroupResult(self.id or "", [t._result(app, None) for t in self.tasks], app, parent=parent)
+
+    def _nested(self) -> list[Any]:
+        return list(self["kwargs"].get("tasks") or [])
+
+    def _copy_nested(self) -> None:
+        self["kwargs"]["tasks"] = [_deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []]
+
+    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
+              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+        if cont:  # a group with something after it is a chord whose body is that
+            nxt, rest = runner.pop(cont)
+            as_chord = chord(self, nxt, app=runner.app)
+            as_chord["options"] = {**as_chord["options"], "task_id": self.id}
+            as_chord._send(runner, args, kwargs, options, rest, ctx, group_id, group_index)
+            return
+        gid = self.id or runner.app._new_id()
+        members = self.tasks
+        runner.save_group(gid, self._spec())
+        if not members:
+            runner.empty_group(gid, ctx)  # nothing to run: the group is done now, with the value []
+            return
+        for i, member in enumerate(members):
+            member._send(runner, args, kwargs, options, [], ctx, gid, i)
+
+    def _check(self, checker: Checker, path: str) -> None:
+        for i, t in enumerate(self["kwargs"].get("tasks") or []):
+            checker.visit(t, f"{path}group[{i}].")
 
 
 class chord(Signature):  # noqa: N801 - Celery's name
@@ -315,6 +491,57 @@ class chord(Signature):  # noqa: N801 - Celery's name
     def __repr__(self) -> str:
         return f"chord({self.header!r}, {self.body!r})"
 
+    def _freeze(self, app: App) -> None:
+        Signature._freeze(self, app)
+        header = self.header
+        header["options"] = {**header["options"], "task_id": self["options"]["task_id"]}
+        header._freeze(app)
+        body = self.body
+        if body is not None:
+            if isinstance(body, chunks):
+                body = self["kwargs"]["body"] = body.group()
+            body._freeze(app)
+
+    def _spec(self) -> Any:
+        return self.body._spec()  # type: ignore[union-attr]
+
+    def _count(self) -> int:
+        return self.body._count()  # type: ignore[union-attr]
+
+    def _leaf_ids(self) -> Iterator[str]:
+        yield from self.header._leaf_ids()
+        if self.body is not None:
+            yield from self.body._leaf_ids()
+
+    def _result(self, app: App, parent: Any) -> Any:
+        header = self.header._result(app, parent)
+        return self.body._result(app, header)  # type: ignore[union-attr]
+
+    def _nested(self) -> list[Any]:
+        kw = self["kwargs"]
+        return [kw.get("header")] + ([kw["body"]] if kw.get("body") is not None else [])
+
+    def _copy_nested(self) -> None:
+        kw = self["kwargs"]
+        kw["header"] = _deep_copy(from_dict(kw["header"], self._app), self._app)
+        if kw.get("body") is not None:
+            kw["body"] = _deep_copy(from_dict(kw["body"], self._app), self._app)
+
+    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
+              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+        header = self.header
+        body: Signature = self.body  # type: ignore[assignment]
+        cid = header.id or runner.app._new_id()
+        header_ctx = runner.save_chord(cid, header, body, cont, ctx)
+        header._send(runner, args, kwargs, options, [], header_ctx, None, None)
+
+    def _check(self, checker: Checker, path: str) -> None:
+        kw = self["kwargs"]
+        checker.visit(kw.get("header"), f"{path}chord.header.")
+        if kw.get("body") is None:
+            raise InvalidSignature(f"{path or 'canvas'}: a chord needs a body: chord(header, body) or chord(header)(body)")
+        checker.visit(kw.get("body"), f"{path}chord.body.")
+
 
 def xmap(task: Any, it: Iterable[Any], app: App | None = None) -> Signature:
     """``task.map(it)``: one message; the worker calls ``task(item)`` for each item, in order."""
@@ -360,6 +587,24 @@ class chunks(Signature):  # noqa: N801 - Celery's name
     def __repr__(self) -> str:
         kw = self["kwargs"]
         return f"{kw['task']}.chunks({len(kw['it'])} items, {kw['n']})"
+
+    # A chunks node is replaced by its group when frozen inside a canvas; alone, it acts as that group.
+    def _freeze(self, app: App) -> None:
+        Signature._freeze(self, app)
+
+    def _copy_nested(self) -> None:
+        self["kwargs"]["it"] = list(self["kwargs"]["it"])
+
+    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
+              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+        grp = self.group()
+        grp._freeze(runner.app)
+        grp._send(runner, args, kwargs, options, cont, ctx, group_id, group_index)
+
+    def _check(self, checker: Checker, path: str) -> None:
+        kw = self["kwargs"]
+        checker.visit(Signature(kw.get("task"), app=checker.app), path)
+        checker.encodable(self, kw.get("it"), f"{path}<{kw.get('task')}.chunks>.items", None)
 
 
 def _members(sig: Signature) -> list[Signature]:
@@ -421,25 +666,14 @@ def _as_signature(app: App | None, value: Any) -> Signature:
 
 def _deep_copy(sig: Signature, app: App | None) -> Signature:
     """A copy whose nested signatures and option dicts are copies too (args are shared, never mutated)."""
-    kind = sig.get("subtask_type")
-    new = _KINDS.get(str(kind), Signature)._from_dict(sig, app if app is not None else sig._app)
+    new = _KINDS.get(str(sig.get("subtask_type")), Signature)._from_dict(sig, app if app is not None else sig._app)
     options = new["options"]  # already a fresh dict
     if "link" in options or "link_error" in options:
         for key in ("link", "link_error"):
             links = options.get(key)
             if links is not None:
                 options[key] = [_deep_copy(from_dict(x, new._app), new._app) for x in _listify(links)]
-    if kind is None:
-        return new
-    if kind in ("chain", "group"):
-        new["kwargs"]["tasks"] = [_deep_copy(from_dict(t, new._app), new._app) for t in new["kwargs"].get("tasks") or []]
-    elif kind == "chord":
-        new["kwargs"]["header"] = _deep_copy(from_dict(new["kwargs"]["header"], new._app), new._app)
-        body = new["kwargs"].get("body")
-        if body is not None:
-            new["kwargs"]["body"] = _deep_copy(from_dict(body, new._app), new._app)
-    elif kind == "chunks":
-        new["kwargs"]["it"] = list(new["kwargs"]["it"])
+    new._copy_nested()
     return new
 
 
@@ -472,12 +706,5 @@ def _children_of(node: Mapping[str, Any]) -> list[Any]:
     options = node.get("options") or {}
     for key in ("link", "link_error"):
         out.extend(_listify(options.get(key)))
-    kind = node.get("subtask_type")
-    kw = node.get("kwargs") or {}
-    if kind in ("chain", "group"):
-        out.extend(kw.get("tasks") or [])
-    elif kind == "chord":
-        out.append(kw.get("header"))
-        if kw.get("body") is not None:
-            out.append(kw.get("body"))
+    out.extend(from_dict(node, None)._nested())  # the copy keeps the members themselves (identity matters here)
     return out

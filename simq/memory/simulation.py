@@ -90,7 +90,13 @@ class Simulation:
         self.clock = EagerClock(start=self.start, wall=self.app._wall) if self.eager else VirtualClock(start=self.start)
         self.broker = MemoryBroker(rng=self.rng)
         self.broker.on_event = self._broker_event
-        self.backend = MemoryBackend(self.app.serializers, self.clock, self.app.conf.result_serializer)
+        self.backend = MemoryBackend(
+            self.app.serializers,
+            self.clock,  # records expire on virtual time
+            self.app.conf.result_serializer,
+            expires=self.app.conf.result_expires,
+            signer=self.app.signer,
+        )
         self.producer = MemoryTransport(self.broker)
         self._time_patch = TimePatch(self.clock, tick=self.eager)
         self._trace_hook = TraceHook(self._emit)
@@ -156,6 +162,7 @@ class Simulation:
             prefetch_multiplier=prefetch_multiplier,
             backend=self.backend,
             hooks=[self._trace_hook] if self.record_trace else [],
+            rng=random.Random(f"simq-jitter:{self.seed}:{name}"),
         )
         if self._injector is not None:
             worker.add_hook(FaultHook(self._injector, worker))
