@@ -18,5 +18,7 @@ One job per module:
 - ``procs``: worker processes (start, signal, restart) and which sockets are theirs;
 - ``nemesis``: the fault schedule a seed draws and the faults themselves;
 - ``checker``: the verdict, per guarantee, from plain data (unit-tested on synthetic ledgers);
-- ``runner``: the command line and the run itself.
+- ``runner``: one run: brokers, workers, sender, nemesis lanes, settling;
+- ``report``: the evidence kept on disk, the report printed, the broker left clean;
+- ``command``: the command line.
 """

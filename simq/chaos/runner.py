@@ -13,7 +13,6 @@ when a guarantee is broken (see ``simq.chaos.checker``), 2 on bad usage.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import tempfile
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from simq.chaos import checker, nemesis, procs, workload
+from simq.chaos import checker, nemesis, procs, report, workload
 from simq.chaos.ledger import Ledger, plain_redis_url
 from simq.chaos.poison import poison_writer
 from simq.chaos.tasks import build_app
@@ -258,16 +257,27 @@ def run_campaign(config: Config, out: TextIO, err: TextIO) -> checker.Verdict:
         killed.update({pid: clock.now for pid in procs.kill_pids(set(left))})
         outages = [o for lane in lanes for o in lane.outages]
         observed = _observe(config, run, jobs, sender, outages, nem, sup, ledger, app, namespace, killed, orphans)
-        _save(run_dir, observed, nem)
+        report.save(run_dir, observed, nem)
         verdict = checker.check(observed)
-        _report(out, config, verdict, sup, run_dir, clock.monotonic() - began)
+        report.report(
+            out,
+            config.transport,
+            config.seed,
+            config.replay_command(),
+            verdict,
+            sup,
+            run_dir,
+            clock.monotonic() - began,
+        )
         return verdict
     finally:
         for slot in slots:
             if sup.alive(slot) and slot.proc is not None:
                 slot.proc.kill()
         procs.kill_pids(procs.campaign_pids(run))
-        _cleanup(app, ledger, nem, keep=config.keep or verdict is None or not verdict.ok, run_dir=run_dir, out=out)
+        report.cleanup(
+            app, ledger, nem, keep=config.keep or verdict is None or not verdict.ok, run_dir=run_dir, out=out
+        )
 
 
 def _wait_consuming(sup: procs.Supervisor, clock: WallClock, limit: float) -> None:
@@ -350,70 +360,3 @@ def _observe(config: Config, run: str, jobs: tuple[workload.Job, ...], sender: _
         dead_letters=dead,
         refused_while_up=refused_up,
     )
-
-
-def _save(run_dir: Path, obs: checker.Observed, nem: nemesis.Nemesis) -> None:
-    """The evidence, for a person reading a failure: the ledger, the faults as run, the worker processes."""
-    with open(run_dir / "ledger.jsonl", "w") as f:
-        for e in obs.events:
-            f.write(json.dumps(attrs.asdict(e)) + "\n")
-    with open(run_dir / "faults.txt", "w") as f:
-        for r in nem.records:
-            f.write(f"{r.at:.3f} {'done' if r.done else 'skipped'} {r.fault.line()} :: {r.detail}\n")
-    with open(run_dir / "workers.txt", "w") as f:
-        for w in obs.workers:
-            f.write(f"{w.name} pool slot {w.slot} started {w.started:.3f} ended {w.ended} exit {w.exit_code} "
-                    f"killed_at {w.killed_at} signals {w.signals}\n")  # fmt: skip
-        f.write(f"orphans {list(obs.orphans)}\nsent {dict(obs.sent)}\n")
-
-
-def _report(
-    out: TextIO, config: Config, verdict: checker.Verdict, sup: procs.Supervisor, run_dir: Path, took: float
-) -> None:
-    out.write(f"\n== ledger on {redact_url(config.transport)}, seed {config.seed} ({took:.0f} s wall)\n")
-    out.write(verdict.table() + "\n")
-    forbidden = [a for a in verdict.anomalies if a.forbidden]
-    allowed = [a for a in verdict.anomalies if not a.forbidden]
-    lines = [a.line() for a in forbidden] + [a.line() for a in allowed]
-    (run_dir / "anomalies.txt").write_text("\n".join(lines) + "\n")
-    for line in lines[:25]:
-        out.write(f"  {line}\n")
-    if len(lines) > 25:
-        out.write(f"  ... {len(lines) - 25} more in {run_dir / 'anomalies.txt'}\n")
-    for run in sup.unexpected[:3]:
-        out.write(f"  {run.name} exited by itself ({run.exit_code}); its log ends:\n")
-        out.write("".join(f"    | {line}\n" for line in procs.tail(run.log_path).splitlines()))
-    if len(sup.unexpected) > 3:
-        out.write(
-            f"  ... and {len(sup.unexpected) - 3} more worker processes exited by themselves (logs in {run_dir})\n"
-        )
-    out.write(f"   verdict: {'ok' if verdict.ok else 'FAIL'}; replay: {config.replay_command()}\n")
-    out.flush()
-
-
-def _cleanup(app: Any, ledger: Ledger, nem: nemesis.Nemesis, *, keep: bool, run_dir: Path, out: TextIO) -> None:
-    for closer in (nem.poison.close, nem.close, ledger.delete, ledger.close):
-        try:
-            closer()
-        except Exception as exc:  # noqa: BLE001 - cleanup is best effort; say what failed
-            out.write(f"   cleanup: {type(exc).__name__}: {exc}\n")
-    try:
-        conn = app.connection(connect_timeout=5)
-        try:
-            if hasattr(conn, "delete_namespace"):
-                conn.delete_namespace()
-            else:
-                for name in list(app.router.queues):
-                    conn.delete_queue(name)
-        finally:
-            conn.close()
-        if hasattr(app.backend, "delete_namespace"):
-            app.backend.delete_namespace()
-    except Exception as exc:  # noqa: BLE001
-        out.write(f"   cleanup of the run's queues and results failed: {type(exc).__name__}: {exc}\n")
-    if keep:
-        out.write(f"   worker logs, plan and anomalies kept in {run_dir}\n")
-    else:
-        import shutil
-
-        shutil.rmtree(run_dir, ignore_errors=True)
