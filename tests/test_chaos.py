@@ -339,3 +339,11 @@ def test_the_ci_command_line_parses():
     line = ci[ci.index("simq chaos --transport") :].split("\n\n")[0].replace("\\\n", " ")
     args = parse_args(line.split()[2:])
     assert len(args.transport) == 2 and set(args.kinds) == set(nemesis.FAULT_KINDS)
+
+
+def test_simq_campaign_with_a_transport_is_the_chaos_campaign(capsys):
+    from simq.campaign import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["campaign", "--transport", "ftp://127.0.0.1/", "--seconds", "5"])
+    assert exit_.value.code == 2 and "amqp:// and redis://" in capsys.readouterr().err
