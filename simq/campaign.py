@@ -540,6 +540,11 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
     """``simq campaign ...`` and ``simq replay SEED ...``; returns the exit status."""
     out = out or sys.stdout
     err = err or sys.stderr
+    if argv[:1] == ["campaign"] and any(a == "--transport" or a.startswith("--transport=") for a in argv):
+        # on real brokers: the chaos campaign (simq.chaos), same words, real worker processes
+        from simq.chaos.command import main as chaos_main
+
+        return chaos_main(argv[1:], out, err)
     simq_log = logging.getLogger("simq")
     if not simq_log.handlers:
         # Bad input is logged once per message by design; a campaign counts it instead of printing it.
