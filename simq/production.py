@@ -175,13 +175,30 @@ class WorkerProcess:
     def run(self) -> int:
         app = self.app
         app.set_current()
-        app.backend  # noqa: B018 - one result backend for the whole process, made before any slot runs
+        if not self._connect_backend():  # one result backend for the whole process, made before any slot runs
+            return 0 if self.stopping.is_set() else 3
         self.executor_pool = self._make_pool()
         try:
             return self._loop()
         finally:
             if self.executor_pool is not None:
                 self.executor_pool.close(wait=True)
+
+    def _connect_backend(self) -> bool:
+        """Make the result backend, retrying with backoff while it is unreachable; False if told to stop (or refused)."""
+        delay = 1.0
+        while not self.stopping.is_set():
+            try:
+                self.app.backend  # noqa: B018 - made here, once, before the pool starts
+                return True
+            except AccessRefused as exc:
+                log.error("%s: %s; stopping (fix the credentials and start the worker again)", self.hostname, exc)
+                return False
+            except (BrokerUnavailable, ConnectionError, OSError) as exc:
+                log.warning("%s: result backend unreachable (%s); trying again in %.0f s", self.hostname, exc, delay)
+                self.stopping.wait(delay)
+                delay = min(delay * 2, self.max_reconnect_delay)
+        return False
 
     def _make_pool(self) -> Pool | None:
         if self.pool == "solo":

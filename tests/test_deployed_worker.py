@@ -330,3 +330,34 @@ class TestCredentials:
             assert "reconnecting" not in text
         finally:
             project.close()
+
+
+class TestBackendLateToStart:
+    def test_a_worker_waits_for_its_result_backend_instead_of_exiting(self, tmp_path, broker):
+        import shutil
+        import socket
+
+        if shutil.which("redis-server") is None:
+            pytest.skip("redis-server is not installed")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        project = _Deployed(tmp_path, broker)
+        project.env["SIMQ_TEST_RESULTS"] = f"redis://127.0.0.1:{port}/0?namespace={project.namespace}"
+        server = None
+        try:
+            proc = project.worker("--max-reconnect-delay", "1")
+            project.wait_log("result backend unreachable")
+            assert proc.poll() is None  # still there, waiting, not exited
+            server = subprocess.Popen(
+                ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            project.wait_log("ready", limit=30)
+            assert proc.poll() is None
+        finally:
+            project.close()
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=10)

@@ -27,7 +27,8 @@ from typing import Any
 
 import attrs
 
-from simq.campaign import _bad_envelope, _random_value
+from simq.campaign.fuzz import bad_envelope as _bad_envelope
+from simq.campaign.fuzz import random_value as _random_value
 from simq.chaos.ledger import plain_redis_url
 
 __all__ = ["Poison", "PoisonWriter", "poison_writer"]
