@@ -23,6 +23,7 @@ from simq.executor import Outcome
 from simq.task import Task
 
 if TYPE_CHECKING:
+    from simq.backends.base import Backend
     from simq.clock import Timer
     from simq.executor import Executor
     from simq.worker import Request, Worker
@@ -203,7 +204,7 @@ class Batches(Task):
         """Run the body on ``requests`` in a pool slot and settle each request's result."""
         simple = [SimpleRequest.from_request(r) for r in requests]
         guard = _Guard({r.id: r for r in requests}, self.name)
-        backends = []
+        backends: list[Backend] = []
         for backend in (executor.backend, self.app.backend):
             if backend is not None and all(backend is not b for b in backends):
                 backends.append(backend)

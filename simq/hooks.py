@@ -88,10 +88,28 @@ class WorkerHook:
 MOMENTS = tuple(name for name in vars(WorkerHook) if not name.startswith("_") and callable(getattr(WorkerHook, name)))
 
 
+_Moment = tuple[Callable[..., None], ...]
+
+
 class Hooks:
     """A worker's hooks, one tuple of bound methods per moment, holding only the hooks that act on it."""
 
     __slots__ = ("hooks", *MOMENTS)
+
+    worker_start: _Moment
+    worker_stop: _Moment
+    worker_crash: _Moment
+    on_received: _Moment
+    on_held: _Moment
+    on_rejected: _Moment
+    on_expired: _Moment
+    before_ack: _Moment
+    before_run: _Moment
+    after_run: _Moment
+    on_success: _Moment
+    on_failure: _Moment
+    on_retry: _Moment
+    on_batch: _Moment
 
     def __init__(self, hooks: Sequence[WorkerHook] = ()) -> None:
         self.hooks: tuple[WorkerHook, ...] = tuple(hooks)

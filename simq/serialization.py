@@ -80,12 +80,13 @@ _json_decoder = json.JSONDecoder(object_hook=_untag)
 # 1.5 us saved per message. Circular references then end in RecursionError,
 # which ``dumps`` turns into an EncodeError naming the argument. Interpreters
 # without the C accelerator take the documented path.
+_c_make_encoder: Any = getattr(json.encoder, "c_make_encoder", None)  # the C accelerator, when built
 _json_c_encoder = (
-    json.encoder.c_make_encoder(None, _tag, json.encoder.encode_basestring, None, ":", ",", False, False, True)
-    if json.encoder.c_make_encoder is not None
+    _c_make_encoder(None, _tag, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+    if _c_make_encoder is not None
     else None
 )
-_json_scan = _json_decoder.scan_once
+_json_scan: Any = _json_decoder.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__, untyped
 
 
 def _json_dumps(value: Any) -> bytes:

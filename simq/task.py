@@ -361,7 +361,7 @@ def check_retry_policy(task: type[Task]) -> None:
 def backoff_countdown(task: Task, retries: int, rng: Any) -> float:
     """Celery's exponential backoff: ``factor * 2 ** retries``, capped, then (with jitter) uniform in [0, that]."""
     factor = 1 if task.retry_backoff is True else float(task.retry_backoff)
-    countdown = min(float(task.retry_backoff_max), factor * (2**retries))
+    countdown = min(float(task.retry_backoff_max), factor * float(2**retries))
     if task.retry_jitter:
-        countdown = rng.uniform(0, countdown)
+        countdown = float(rng.uniform(0, countdown))
     return max(0.0, countdown)

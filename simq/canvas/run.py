@@ -107,7 +107,7 @@ class Runner:
     ) -> None:
         if options:
             check_options(options)
-        embed = {}
+        embed: dict[str, Any] = {}
         if cont:
             embed["chain"] = cont
         if ctx:

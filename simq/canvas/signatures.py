@@ -179,7 +179,8 @@ class Signature(dict[str, Any]):
     # -- composing -----------------------------------------------------------------------
     def __or__(self, other: Any) -> Signature:  # type: ignore[override]
         if isinstance(other, Signature):
-            return self._kinds["chain"](self, other, app=self._app)
+            chain: Any = self._kinds["chain"]
+            return chain(self, other, app=self._app)  # type: ignore[no-any-return]
         return NotImplemented
 
     # -- sending -------------------------------------------------------------------------

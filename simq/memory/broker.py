@@ -102,10 +102,10 @@ class _MemoryQueue:
 
     def purge(self) -> int:
         count = self.size
-        for level in self.envelopes:
-            level.clear()
-        for level in self.routes:
-            level.clear()
+        for envelopes in self.envelopes:
+            envelopes.clear()
+        for routes in self.routes:
+            routes.clear()
         self.size = 0
         return count
 
