@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from simq import protocol
+from simq import protocol, signals
 from simq import result as _result
 from simq.backends.base import Backend, ResultMeta
 from simq.backends.memory import MemoryBackend
@@ -82,8 +82,8 @@ class App:
         from simq.canvas import register_builtins
         from simq.canvas.hook import CanvasHook
 
-        #: Hooks every worker of this app runs (simq.hooks), after a worker's own; the canvas is one.
-        self.worker_hooks: list[WorkerHook] = [CanvasHook()]
+        #: Hooks every worker of this app runs (simq.hooks), after a worker's own: the canvas, then the signals.
+        self.worker_hooks: list[WorkerHook] = [CanvasHook(), signals.SignalHook()]
         register_builtins(self)
         register_shared(self)
 
@@ -385,6 +385,12 @@ class App:
         )
         route = self.route(name, task, get("queue"), get("exchange"), get("routing_key"), args, kwargs)
         envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
+        announce = signals.before_task_publish.receivers or signals.after_task_publish.receivers
+        if announce:
+            signals.before_task_publish.send(
+                sender=name, body=(message.args, dict(message.kwargs), dict(message.embed)), exchange=route.exchange.name,
+                routing_key=route.routing_key, headers=dict(envelope.headers), properties={"priority": message.priority},
+            )
         runtime.publish(
             message,
             envelope,
@@ -395,6 +401,11 @@ class App:
             connection=get("connection"),
             connect_timeout=get("connect_timeout"),
         )
+        if announce:
+            signals.after_task_publish.send(
+                sender=name, body=(message.args, dict(message.kwargs), dict(message.embed)), exchange=route.exchange.name,
+                routing_key=route.routing_key, headers=dict(envelope.headers),
+            )
         return AsyncResult(message.id, self)
 
     def send_signature(

@@ -152,20 +152,31 @@ class Executor:
                 if task.autoretry_for and not isinstance(exc, Retry):
                     self._autoretry(request, exc)  # raises Retry, or ``exc`` past max_retries
                 raise
+        # What follows the body runs while the request is still this thread's current one:
+        # the next chain link, callbacks and retries take their root and parent from it.
         except Retry as retry:
             for hook in hooks.after_run:
                 hook(self, request)
-            return self.retried(request, retry)
+            outcome = self.retried(request, retry)
+            state: str
+            value: Any
+            state, value = states.RETRY, retry
         except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
             for hook in hooks.after_run:
                 hook(self, request)
-            return self.failed(request, exc, tb_module.format_exc(), self.clock.now - began if timed else 0.0)
+            outcome = self.failed(request, exc, tb_module.format_exc(), self.clock.now - began if timed else 0.0)
+            state, value = (states.FAILURE if outcome.failed else states.SUCCESS), exc
+        else:
+            for hook in hooks.after_run:
+                hook(self, request)
+            outcome = self.succeeded(request, retval, self.clock.now - began if timed else 0.0)
+            state, value = (states.SUCCESS if outcome.succeeded else states.FAILURE), retval
         finally:
             app.leave_task(previous)
             requests.pop()
-        for hook in hooks.after_run:
-            hook(self, request)
-        return self.succeeded(request, retval, self.clock.now - began if timed else 0.0)
+        for hook in hooks.after_task:
+            hook(self, request, state, value)
+        return outcome
 
     def _autoretry(self, request: Request, exc: Exception) -> None:
         """``autoretry_for``: retry as ``retry_kwargs`` and ``retry_backoff`` say (Celery's rules)."""

@@ -13,7 +13,7 @@ Two places call them:
   ``on_rejected``, ``on_expired``, ``before_ack``;
 - the **executor** (a pool slot: inline, a thread, or a child process):
   ``before_run``, ``after_run``, ``on_success``, ``on_failure``,
-  ``on_retry``, ``on_batch``.
+  ``on_retry``, ``after_task``, ``on_batch``.
 
 Slot hooks of a ``processes`` pool run in the child, which builds its hooks
 from the app (``app.worker_hooks``), so a hook meant for every worker goes
@@ -81,6 +81,9 @@ class WorkerHook:
     def on_retry(self, executor: Executor, request: Request, retry: Retry) -> None:
         """The retry was sent and the RETRY state stored."""
 
+    def after_task(self, executor: Executor, request: Request, state: str, value: Any) -> None:
+        """Everything after the body is done: ``state`` is SUCCESS, FAILURE or RETRY; ``value`` the return value or exception."""
+
     def on_batch(self, executor: Executor, task: Any, requests: Sequence[Request]) -> None:
         """A batch of a Batches task ran (before its requests' results are settled)."""
 
@@ -109,6 +112,7 @@ class Hooks:
     on_success: _Moment
     on_failure: _Moment
     on_retry: _Moment
+    after_task: _Moment
     on_batch: _Moment
 
     def __init__(self, hooks: Sequence[WorkerHook] = ()) -> None:

@@ -306,6 +306,9 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
     if spec.broker:
         app.conf.broker_url = spec.broker
     app.set_current()
+    from simq import signals
+
+    signals.worker_process_init.send(sender=None)
     executor = Executor(app, app.backend, WallClock(), spec.hostname)
     while True:
         try:

@@ -208,3 +208,22 @@ def test_a_worker_dying_between_the_last_count_and_the_body_still_gets_the_body_
         assert result.get() == 12  # the redelivered part found the count complete and no body sent
     assert len(calls) == 2
     assert sim.broker.stats("celery").published == 3 + 1 + 0  # the body went out once
+
+
+def test_a_chain_link_takes_its_root_and_parent_from_the_task_before_it():
+    from simq import App, chain
+
+    app = App("lineage")
+    seen = []
+
+    @app.task(bind=True, name="t.step")
+    def step(self, value):
+        seen.append((self.request.id, self.request.root_id, self.request.parent_id))
+        return value + 1
+
+    with app.simulate():
+        assert chain(step.s(0), step.s(), step.s()).apply_async().get() == 3
+    (first, root, parent), (second, root2, parent2), (third, root3, parent3) = seen
+    assert root == first and parent is None
+    assert (root2, parent2) == (first, first)
+    assert (root3, parent3) == (first, second)

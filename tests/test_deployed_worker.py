@@ -84,6 +84,19 @@ def clicks(requests):
     side.rpush(SIDE + ":flushes", len(requests))
 
 
+from simq import signals
+
+
+def _heard(signal=None, sender=None, request=None, **kwargs):
+    # task_received comes from the worker (as Celery's comes from its consumer); the others from the task
+    if getattr(sender, "name", None) == "add" or getattr(request, "task", None) == "add":
+        side.rpush(SIDE + ":signals", signal.name)
+
+
+for _signal in (signals.task_received, signals.task_prerun, signals.task_success, signals.task_postrun):
+    _signal.connect(_heard)
+
+
 @app.task(name="sleepy", bind=True)
 def sleepy(self, seconds):
     side.rpush(SIDE + ":started", self.request.id)
@@ -250,6 +263,15 @@ class TestCanvasOnPools:
         inner_id = deployed.app.tasks["outer"].delay(1).get(timeout=60)
         assert deployed.app.AsyncResult(inner_id).get(timeout=60) == 2
         assert "ConfigurationError" not in deployed.log()
+
+
+class TestSignalsOnPools:
+    def test_task_signals_fire_in_the_simulators_order(self, deployed, pool):
+        deployed.worker(*_pool_args(pool))
+        assert deployed.app.tasks["add"].delay(1, 2).get(timeout=60) == 3
+        # task_received fires in the worker's own thread; the rest in the pool slot, in order
+        heard = deployed.wait_side("signals", 4)
+        assert heard == ["task_received", "task_prerun", "task_success", "task_postrun"]
 
 
 class TestBatchesPerWorker:
