@@ -15,16 +15,19 @@ from typing import Any
 
 import attrs
 
-from simq.exceptions import ConfigurationError, UnknownQueue
+from simq.exceptions import ConfigurationError, NotDelivered, RoutingError, UnknownQueue, Unroutable
 
 __all__ = [
     "EXCHANGE_TYPES",
     "Binding",
+    "BindingTable",
     "Exchange",
     "Queue",
     "Route",
     "Router",
+    "not_delivered",
     "topic_matches",
+    "unroutable",
 ]
 
 EXCHANGE_TYPES = ("direct", "fanout", "topic")
@@ -182,7 +185,6 @@ class Router:
     default_routing_key: str | None
     create_missing_queues: bool = True
     on_new_queue: Callable[[Queue], None] | None = None
-    _cache: dict[tuple[Any, ...], Route] = attrs.field(factory=dict, init=False)
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> Router:
@@ -320,6 +322,96 @@ def _route_dict(value: Any) -> dict[str, Any]:
     raise ConfigurationError(f"a task route must be a queue name, a Queue or a dict of options, got {value!r}")
 
 
-def bindings_for(queues: Iterable[Queue]) -> list[tuple[str, Binding]]:
-    """Every (queue name, binding) pair of these queues, in declaration order."""
-    return [(queue.name, binding) for queue in queues for binding in queue.all_bindings]
+
+@attrs.define
+class BindingTable:
+    """The exchanges, queues and bindings one broker holds, routed by RabbitMQ's rules.
+
+    Every broker simq routes for itself uses one: the memory broker (its
+    whole state), the Redis transport (a copy of the table kept in Redis,
+    shared by every process on a namespace) and the AMQP transport (what this
+    process declared, for the emulated ``immediate`` check; RabbitMQ routes).
+    ``route`` answers from a cache that any change to the table empties.
+    """
+
+    exchanges: dict[str, str] = attrs.field(factory=dict)  # name -> type
+    bindings: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict)  # exchange -> [(binding key, queue)]
+    queues: dict[str, None] = attrs.field(factory=dict)  # names, in declaration order
+    _routes: dict[tuple[str, str], list[str]] = attrs.field(factory=dict, init=False)
+
+    def add_exchange(self, name: str, kind: str) -> bool:
+        """Record exchange ``name``; True if it is new. Refuses another type under a known name."""
+        existing = self.exchanges.get(name)
+        if existing is not None:
+            if existing != kind:
+                raise RoutingError(f"exchange {name!r} already declared as {existing!r}, not {kind!r}")
+            return False
+        self.exchanges[name] = kind
+        self.bindings[name] = []
+        self._routes.clear()
+        return True
+
+    def add_queue(self, queue: Queue) -> bool:
+        """Record ``queue``, its bindings and their exchanges; True if anything was new."""
+        changed = queue.name not in self.queues
+        self.queues[queue.name] = None
+        for binding in queue.all_bindings:
+            exchange = binding.exchange
+            if exchange.name == "":
+                continue
+            changed |= self.add_exchange(exchange.name, exchange.type)
+            pair = (binding.routing_key, queue.name)
+            table = self.bindings[exchange.name]
+            if pair not in table:
+                table.append(pair)
+                changed = True
+        if changed:
+            self._routes.clear()
+        return changed
+
+    def replace(self, exchanges: dict[str, str], bindings: dict[str, list[tuple[str, str]]], queues: Iterable[str]) -> None:
+        """Take a whole table read from elsewhere (the Redis copy)."""
+        self.exchanges = dict(exchanges)
+        self.bindings = {name: list(bindings.get(name, ())) for name in exchanges}
+        self.queues = dict.fromkeys(queues)
+        self._routes.clear()
+
+    def route(self, exchange: str, routing_key: str) -> list[str]:
+        """The queues ``exchange`` routes ``routing_key`` to, each once; the table's own list, not to be changed.
+
+        The default exchange (``""``) routes to the queue named by the key.
+        ``RoutingError`` if ``exchange`` is not in the table.
+        """
+        key = (exchange, routing_key)
+        targets = self._routes.get(key)
+        if targets is not None:
+            return targets
+        if exchange == "":
+            targets = [routing_key] if routing_key in self.queues else []
+        else:
+            kind = self.exchanges.get(exchange)
+            if kind is None:
+                raise RoutingError(f"no exchange named {exchange!r} is declared on this broker")
+            targets = []
+            for binding_key, queue in self.bindings[exchange]:
+                if queue not in targets and exchange_routes(kind, binding_key, routing_key):
+                    targets.append(queue)
+        self._routes[key] = targets
+        return targets
+
+
+def unroutable(exchange: str, routing_key: str, detail: str = "") -> Unroutable:
+    """The error of a ``mandatory`` publish no queue takes, the same on every broker."""
+    said = f" ({detail})" if detail else ""
+    return Unroutable(
+        f"no queue is bound to exchange {exchange or '(default)'!r} for routing key {routing_key!r} "
+        f"(mandatory=True{said}); bind a queue or fix the key"
+    )
+
+
+def not_delivered(routing_key: str, targets: Sequence[str], detail: str) -> NotDelivered:
+    """The error of an ``immediate`` publish no consumer can take now, the same on every broker."""
+    return NotDelivered(
+        f"no consumer can take a message for {routing_key!r} now (immediate=True{detail}): "
+        f"queues {list(targets)} have no consumer with free prefetch or already hold messages"
+    )

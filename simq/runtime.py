@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -93,6 +94,8 @@ class WallRuntime:
         self._pool: ProducerPool | None = None
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._queues_version = 0
+        self._declared: weakref.WeakKeyDictionary[Transport, int] = weakref.WeakKeyDictionary()
 
     @property
     def clock(self) -> Clock:
@@ -139,6 +142,8 @@ class WallRuntime:
         connect_timeout: float | None = None,
     ) -> None:
         if connection is not None:
+            if self._declared.get(connection) != self._queues_version:
+                self.declare(connection)
             connection.publish(envelope, exchange, routing_key, mandatory=mandatory, immediate=immediate)
             return
         batch = getattr(self._local, "batch", None)
@@ -183,13 +188,20 @@ class WallRuntime:
             )
         conf = self.app.conf
         timeout = conf.broker_connection_timeout if connect_timeout is None else connect_timeout
-        transport = load_transport(url)(url, connect_timeout=timeout, app=self.app)
-        transport.declare(self.app.router.queues.values())
+        transport = load_transport(url)(url, connect_timeout=timeout)
+        self.declare(transport)
         return transport
+
+    def declare(self, transport: Transport) -> None:
+        """Declare every queue the app knows on ``transport`` (transports know nothing of the App)."""
+        transport.declare(list(self.app.router.queues.values()))
+        self._declared[transport] = self._queues_version
 
     def queue_added(self, queue: Queue) -> None:
         # Pooled connections declared the queues known when they opened; new
-        # connections declare every queue, the new one included.
+        # connections declare every queue, the new one included. A connection the
+        # caller holds (``connection=``) declares it before its next publish.
+        self._queues_version += 1
         if self._pool is not None:
             self._pool.close()
 

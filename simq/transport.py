@@ -113,6 +113,10 @@ class Transport:
     def drain_events(self, timeout: float | None = 0) -> list[Delivery]:
         raise NotImplementedError
 
+    def has_events(self) -> bool:
+        """Whether deliveries already read off the broker wait for ``drain_events`` (none by default)."""
+        return False
+
     def ack(self, delivery: Delivery) -> None:
         raise NotImplementedError
 

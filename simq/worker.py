@@ -376,7 +376,7 @@ class Worker:
 
     # -- stepping (simulation) and looping (production) ------------------------------
     def has_work(self) -> bool:
-        return bool(self._ready) or self.transport.has_events() or not self._completions.empty()  # type: ignore[attr-defined]
+        return bool(self._ready) or self.transport.has_events() or not self._completions.empty()
 
     @property
     def held(self) -> int:

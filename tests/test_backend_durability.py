@@ -27,7 +27,7 @@ from simq.exceptions import BrokerUnavailable
 
 def _admin(url: str) -> Any:
     import redis
-    from simq_redis.transport import parse_redis_url
+    from simq_redis.connection import parse_redis_url
 
     kwargs, _ = parse_redis_url(url)
     return redis.Redis(socket_timeout=5, **kwargs)

@@ -20,9 +20,9 @@ from typing import Any
 
 import attrs
 
-from simq.exceptions import NotDelivered, RoutingError, Unroutable
+from simq.exceptions import RoutingError
 from simq.message import Delivery, Envelope
-from simq.routing import DEFAULT_EXCHANGE, Exchange, Queue, exchange_routes
+from simq.routing import DEFAULT_EXCHANGE, BindingTable, Exchange, Queue, not_delivered, unroutable
 from simq.transport import Capabilities, Transport
 
 __all__ = ["DeadLetter", "MemoryBroker", "MemoryTransport", "QueueStats"]
@@ -122,42 +122,22 @@ class MemoryBroker:
     """Exchanges, bindings and queues held in this object, and nowhere else."""
 
     rng: random.Random = attrs.field(factory=lambda: random.Random(0))
-    exchanges: dict[str, Exchange] = attrs.field(factory=dict, init=False)
-    _bindings: dict[str, list[tuple[str, str]]] = attrs.field(factory=dict, init=False)
+    table: BindingTable = attrs.field(factory=BindingTable, init=False)
     _queues: dict[str, _MemoryQueue] = attrs.field(factory=dict, init=False)
     dead_letters: list[DeadLetter] = attrs.field(factory=list, init=False)
     _tags: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _consumer_ids: itertools.count[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _pending: int = attrs.field(default=0, init=False)
-    # (exchange, routing key) -> target queues; emptied whenever a declaration changes the tables
-    _route_cache: dict[tuple[str, str], list[str]] = attrs.field(factory=dict, init=False)
     on_event: Callable[[str, str, Envelope], None] | None = None
 
     # -- declaration -------------------------------------------------------
     def declare_exchange(self, exchange: Exchange) -> None:
-        existing = self.exchanges.get(exchange.name)
-        if existing is not None and existing.type != exchange.type:
-            raise RoutingError(
-                f"exchange {exchange.name!r} already declared as {existing.type!r}, not {exchange.type!r}"
-            )
-        if existing is None:
-            self.exchanges[exchange.name] = exchange
-            self._bindings[exchange.name] = []
-            self._route_cache.clear()
+        self.table.add_exchange(exchange.name, exchange.type)
 
     def declare_queue(self, queue: Queue) -> None:
         if queue.name not in self._queues:
             self._queues[queue.name] = _MemoryQueue(queue)
-            self._route_cache.clear()
-        for binding in queue.all_bindings:
-            if binding.exchange.name == "":
-                continue
-            self.declare_exchange(binding.exchange)
-            pair = (binding.routing_key, queue.name)
-            table = self._bindings[binding.exchange.name]
-            if pair not in table:
-                table.append(pair)
-                self._route_cache.clear()
+        self.table.add_queue(queue)
 
     def has_queue(self, name: str) -> bool:
         return name in self._queues
@@ -168,28 +148,7 @@ class MemoryBroker:
     # -- publishing ------------------------------------------------------------
     def route(self, exchange: str, routing_key: str) -> list[str]:
         """Names of the queues ``exchange`` routes ``routing_key`` to, without duplicates."""
-        return list(self._targets(exchange, routing_key))
-
-    def _targets(self, exchange: str, routing_key: str) -> list[str]:
-        """``route``'s answer, cached per (exchange, key): the broker's own list, not to be changed."""
-        key = (exchange, routing_key)
-        targets = self._route_cache.get(key)
-        if targets is None:
-            targets = self._route_cache[key] = self._match(exchange, routing_key)
-        return targets
-
-    def _match(self, exchange: str, routing_key: str) -> list[str]:
-        if exchange == "":
-            return [routing_key] if routing_key in self._queues else []
-        ex = self.exchanges.get(exchange)
-        if ex is None:
-            raise RoutingError(f"no exchange named {exchange!r} is declared on this broker")
-        kind = ex.type
-        matched: list[str] = []
-        for binding_key, queue in self._bindings[exchange]:
-            if queue not in matched and exchange_routes(kind, binding_key, routing_key):
-                matched.append(queue)
-        return matched
+        return list(self.table.route(exchange, routing_key))
 
     def publish(
         self,
@@ -200,28 +159,22 @@ class MemoryBroker:
         mandatory: bool = False,
         immediate: bool = False,
     ) -> list[str]:
-        targets = self._targets(exchange, routing_key)
+        targets = self.table.route(exchange, routing_key)
         if not targets:
             if mandatory or immediate:
-                raise Unroutable(
-                    f"no queue is bound to exchange {exchange or '(default)'!r} for routing key "
-                    f"{routing_key!r} (mandatory=True); bind a queue or fix the key"
-                )
+                raise unroutable(exchange, routing_key)
             if self.on_event is not None:
                 self.on_event("unroutable", routing_key, envelope)
             return []
         if immediate and not any(self._can_take_now(name) for name in targets):
-            raise NotDelivered(
-                f"no consumer can take a message for {routing_key!r} now (immediate=True): "
-                f"queues {targets} have no consumer with free prefetch"
-            )
+            raise not_delivered(routing_key, targets, "")
         route = (exchange, routing_key, False)
         for name in targets:
             mq = self._queues[name]
             mq.put(envelope, route)
             mq.stats.published += 1
         self._pending += len(targets)
-        return list(targets)  # a copy: the cached list stays the broker's
+        return list(targets)  # a copy: the table's list stays the table's
 
     def _can_take_now(self, name: str) -> bool:
         mq = self._queues[name]

@@ -18,8 +18,14 @@ Capabilities:
   connection consumes, as in the memory broker.
 - dead letters: native through the queue's ``x-dead-letter-exchange``
   argument; without one RabbitMQ drops a rejected message (the worker logs it).
+- long etas: RabbitMQ closes a channel that holds a delivery longer than its
+  ``consumer_timeout`` (30 min by default), so a consumer holds an eta
+  message at most ``max_hold`` seconds (``?max_hold=``, default 900); one
+  due later waits in a wait queue instead (``defer``) and comes back.
+- anything on a queue becomes a delivery: properties or headers simq cannot
+  read arrive as a malformed envelope, which the worker refuses and counts.
 
-URL: ``amqp://user:password@host:port/vhost[?namespace=NAME]``; ``namespace``
+URL: ``amqp://user:password@host:port/vhost[?namespace=NAME&max_hold=SECONDS]``; ``namespace``
 prefixes every queue and exchange name on the broker (tests use one per run)
 and such queues expire five minutes after their last use.
 """
@@ -27,9 +33,8 @@ and such queues expire five minutes after their last use.
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -38,15 +43,21 @@ import amqp.exceptions
 import amqp.transport
 from kombu.utils.url import parse_url
 
-from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError, NotDelivered, RoutingError, Unroutable
-from simq.message import Delivery, Envelope
-from simq.routing import DEFAULT_EXCHANGE, Exchange, Queue, exchange_routes
+from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError, RoutingError
+from simq.message import Delivery, Envelope, malformed_envelope
+from simq.routing import DEFAULT_EXCHANGE, BindingTable, Exchange, Queue, not_delivered, unroutable
 from simq.transport import Capabilities, Transport, redact_url
+from simq_amqp.connection import Connection
 
 __all__ = ["AMQPTransport", "amqp_transport_factory"]
 
 MAX_PRIORITY = 10
 NAMESPACED_QUEUE_TTL_MS = 300_000
+#: basic.qos takes a 16-bit prefetch count.
+MAX_PREFETCH = 65535
+#: How long a consumer holds an eta message before handing it to a wait queue (``?max_hold=`` changes
+#: it): half of RabbitMQ's default ``consumer_timeout`` (30 min), after which it closes the channel.
+DEFAULT_MAX_HOLD = 900.0
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     amqp.exceptions.ConnectionError,
@@ -56,81 +67,9 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-_READ_AHEAD = 65536
-
-
-class _ReadAheadTCPTransport(amqp.transport.TCPTransport):
-    """py-amqp's TCP transport, reading ahead instead of one ``recv`` per frame part.
-
-    py-amqp asks the socket for exactly the bytes it needs next (a frame
-    header, then its payload, then the frame end), so a delivered message,
-    three frames, costs six to nine ``recv`` calls. This asks for up to 64 KiB
-    and keeps the rest in the same buffer py-amqp already has; frames are only
-    ever read through ``_read``, so a frame waiting in the buffer is read
-    before the socket is asked again.
-    """
-
-    def _read(self, n: int, initial: bool = False, _errnos: tuple[int, ...] = (errno.EAGAIN, errno.EINTR)) -> bytes:
-        rbuf = self._read_buffer
-        recv = self._quick_recv
-        try:
-            while len(rbuf) < n:
-                try:
-                    s = recv(max(n - len(rbuf), _READ_AHEAD))
-                except OSError as exc:
-                    if exc.errno in _errnos:
-                        if initial and self.raise_on_initial_eintr:
-                            raise TimeoutError from exc
-                        continue
-                    raise
-                if not s:
-                    raise OSError("Server unexpectedly closed connection")
-                rbuf += s
-        except BaseException:
-            self._read_buffer = rbuf
-            raise
-        result, self._read_buffer = rbuf[:n], rbuf[n:]
-        return result
-
-    _cork: list[bytes] | None = None
-
-    def write(self, s: Any) -> None:
-        if self._cork is not None:
-            self._cork.append(bytes(s))  # py-amqp hands over a view of a buffer it reuses
-            return
-        super().write(s)
-
-    @contextlib.contextmanager
-    def corked(self) -> Iterator[None]:
-        """Frames written inside go out together, in one ``sendall``, on exit (publishes only: no replies)."""
-        self._cork = []
-        try:
-            yield
-        finally:
-            data, self._cork = b"".join(self._cork), None
-            if data:
-                super().write(data)
-
-
-class _Connection(amqp.Connection):  # type: ignore[misc]
-    """An ``amqp.Connection`` on the read-ahead transport (plain TCP; TLS keeps py-amqp's own)."""
-
-    def Transport(  # noqa: N802 - py-amqp's name
-        self,
-        host: str,
-        connect_timeout: float | None,
-        ssl: Any = False,
-        read_timeout: float | None = None,
-        write_timeout: float | None = None,
-        **kwargs: Any,
-    ) -> Any:
-        if ssl:
-            return super().Transport(host, connect_timeout, ssl, read_timeout, write_timeout, **kwargs)
-        return _ReadAheadTCPTransport(
-            host, connect_timeout=connect_timeout, read_timeout=read_timeout, write_timeout=write_timeout, **kwargs
-        )
-
-
+#: What the broker closing a channel (406 after consumer_timeout, 404, 403...) raises: the channel and
+#: its deliveries are gone, so it counts as a lost connection (the worker reconnects; RabbitMQ redelivers).
+_CHANNEL_ERRORS: tuple[type[BaseException], ...] = (amqp.exceptions.ChannelError,)
 
 def _to_amqp_priority(priority: int | None) -> int | None:
     return None if priority is None else 9 - priority
@@ -162,11 +101,11 @@ class AMQPTransport(Transport):
         ),
     )
 
-    def __init__(self, url: str, *, connect_timeout: float | None = None, app: Any = None, **_: Any) -> None:
+    def __init__(self, url: str, *, connect_timeout: float | None = None, **_: Any) -> None:
         self.url = url
-        self.app = app
         parts = urlsplit(url)
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        self.max_hold = _max_hold(query.get("max_hold"), url)
         namespace = query.get("namespace", "")
         self.prefix = f"{namespace}." if namespace else ""
         self.host = parts.hostname or "127.0.0.1"
@@ -175,7 +114,7 @@ class AMQPTransport(Transport):
         info = parse_url(plain)
         # py-amqp directly (kombu parses the URL): kombu's Connection.connect()
         # retries after 2 s, which would break the connect_timeout promise.
-        self.raw = _Connection(
+        self.raw = Connection(
             host=f"{self.host}:{self.port}",
             userid=info.get("userid") or "guest",
             password=info.get("password") or "guest",
@@ -205,9 +144,8 @@ class AMQPTransport(Transport):
         self._inbox: deque[Delivery] = deque()
         self._consumers: dict[str, str] = {}  # consumer tag -> queue (simq name)
         self._unacked: set[int] = set()
-        self._exchanges: dict[str, str] = {}
-        self._bindings: dict[str, list[tuple[str, str]]] = {}
-        self._declared: set[str] = set()
+        # what this process declared (RabbitMQ routes; the table answers the emulated immediate check)
+        self.table = BindingTable()
         self._checked_exchanges: set[str] = set()
 
     # -- names ----------------------------------------------------------------------------
@@ -231,7 +169,7 @@ class AMQPTransport(Transport):
     def declare_exchange(self, exchange: Exchange) -> None:
         if exchange is DEFAULT_EXCHANGE or not exchange.name:
             return
-        if self._exchanges.get(exchange.name) == exchange.type:
+        if self.table.exchanges.get(exchange.name) == exchange.type:
             return
         try:
             self._side_channel().exchange_declare(
@@ -249,8 +187,7 @@ class AMQPTransport(Transport):
             ) from None
         except _CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
-        self._exchanges[exchange.name] = exchange.type
-        self._bindings.setdefault(exchange.name, [])
+        self.table.add_exchange(exchange.name, exchange.type)
 
     def _queue_arguments(self, queue: Queue) -> dict[str, Any]:
         arguments: dict[str, Any] = {"x-max-priority": MAX_PRIORITY}
@@ -287,22 +224,11 @@ class AMQPTransport(Transport):
                 self._side_channel().queue_bind(self._name(queue.name), self._name(binding.exchange.name), binding.routing_key)
             except _CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
-            pair = (binding.routing_key, queue.name)
-            table = self._bindings.setdefault(binding.exchange.name, [])
-            if pair not in table:
-                table.append(pair)
-        self._declared.add(queue.name)
+        self.table.add_queue(queue)
 
-    def _ensure_declared(self, exchange: str, routing_key: str) -> None:
-        """Declare the app's queues the first time a send names something this connection has not declared."""
-        known = routing_key in self._declared if exchange == "" else exchange in self._exchanges
-        if known:
-            return
-        if self.app is not None:
-            for queue in list(self.app.router.queues.values()):
-                if queue.name not in self._declared:
-                    self.declare_queue(queue)
-        if exchange and exchange not in self._exchanges and exchange not in self._checked_exchanges:
+    def _check_exchange(self, exchange: str) -> None:
+        """Make sure an exchange this connection did not declare exists before publishing to it."""
+        if exchange and exchange not in self.table.exchanges and exchange not in self._checked_exchanges:
             # Declared by someone else? Ask passively; publishing to a missing
             # exchange would close the channel long after the call returned.
             try:
@@ -352,7 +278,7 @@ class AMQPTransport(Transport):
 
     def _prepare(self, envelope: Envelope, exchange: str, routing_key: str) -> tuple[amqp.Message, str]:
         """Declare what publishing needs; return the message and the routing key RabbitMQ sees."""
-        self._ensure_declared(exchange, routing_key)
+        self._check_exchange(exchange)
         return self._message(envelope), (self._name(routing_key) if exchange == "" else routing_key)
 
     def _publish_confirmed(self, message: amqp.Message, exchange: str, key: str, routing_key: str) -> None:
@@ -366,36 +292,21 @@ class AMQPTransport(Transport):
         if self._returned:
             code, text, _ = self._returned[0]
             self._returned.clear()
-            raise Unroutable(
-                f"no queue is bound to exchange {exchange or '(default)'!r} for routing key {routing_key!r} "
-                f"(mandatory=True; RabbitMQ returned it: {code} {text}); bind a queue or fix the key"
-            )
+            raise unroutable(exchange, routing_key, f"RabbitMQ returned it: {code} {text}")
 
     def _on_return(self, exc: Any, exchange: str, routing_key: str, message: Any) -> None:
         self._returned.append((str(getattr(exc, "code", "")), str(getattr(exc, "reply_text", exc)), routing_key))
 
-    def _targets(self, exchange: str, routing_key: str) -> list[str]:
-        if exchange == "":
-            return [routing_key] if routing_key in self._declared else []
-        kind = self._exchanges.get(exchange, "direct")
-        out: list[str] = []
-        for binding_key, queue in self._bindings.get(exchange, ()):
-            if queue not in out and exchange_routes(kind, binding_key, routing_key):
-                out.append(queue)
-        return out
-
     def _check_immediate(self, exchange: str, routing_key: str) -> None:
-        targets = self._targets(exchange, routing_key)
+        known = exchange == "" or exchange in self.table.exchanges
+        targets = self.table.route(exchange, routing_key) if known else []
         if not targets:
             return  # the confirmed publish reports it as unroutable
         for queue in targets:
             ready, consumers = self._queue_counts(queue)
             if consumers > 0 and ready == 0:
                 return
-        raise NotDelivered(
-            f"no consumer can take a message for {routing_key!r} now (immediate=True, emulated on RabbitMQ): "
-            f"queues {targets} have no consumer or already hold messages"
-        )
+        raise not_delivered(routing_key, targets, ", emulated on RabbitMQ")
 
     def publish_many(self, items: Sequence[tuple[Envelope, str, str]]) -> None:
         """Unconfirmed publishes, written to the socket together (declarations first, outside the batch)."""
@@ -412,12 +323,16 @@ class AMQPTransport(Transport):
     def _consume_channel(self) -> amqp.Channel:
         if self._ch is None:
             self._ch = self.raw.channel()
+            # bodies stay the bytes the broker holds: py-amqp would otherwise decode them
+            # with whatever content_encoding a message claims (or keep them as bytes if it cannot)
+            self._ch.auto_decode = False
         return self._ch
 
     def _apply_qos(self) -> None:
-        if self._qos != self.prefetch:
-            self._consume_channel().basic_qos(0, self.prefetch, True)
-            self._qos = self.prefetch
+        prefetch = min(self.prefetch, MAX_PREFETCH)
+        if self._qos != prefetch:
+            self._consume_channel().basic_qos(0, prefetch, True)
+            self._qos = prefetch
 
     def consume(self, queue: str, prefetch: int = 0, tag: str | None = None) -> str:
         if prefetch:
@@ -429,7 +344,7 @@ class AMQPTransport(Transport):
         except amqp.exceptions.NotFound:
             self._ch = None
             raise RoutingError(f"cannot consume from undeclared queue {queue!r}") from None
-        except _CONNECTION_ERRORS as exc:
+        except (*_CONNECTION_ERRORS, *_CHANNEL_ERRORS) as exc:
             raise self._lost(exc) from exc
         self._consumers[tag] = queue
         return tag
@@ -445,29 +360,46 @@ class AMQPTransport(Transport):
     def set_prefetch(self, prefetch: int) -> None:
         self.prefetch = prefetch
         if self._ch is not None:
-            self._apply_qos()
+            try:
+                self._apply_qos()
+            except (*_CONNECTION_ERRORS, *_CHANNEL_ERRORS) as exc:
+                raise self._lost(exc) from exc
 
     def _on_message(self, message: amqp.Message) -> None:
         info = message.delivery_info
-        props = message.properties
         tag = int(info["delivery_tag"])
+        consumer = info.get("consumer_tag") or ""
         exchange = self._unname(info.get("exchange") or "")
         routing_key = info.get("routing_key") or ""
         if exchange == "":
             routing_key = self._unname(routing_key)
-        body = message.body if isinstance(message.body, bytes) else bytes(message.body, "utf-8")
-        envelope = Envelope(
+        try:
+            envelope = self._envelope(message)
+        except Exception as exc:  # noqa: BLE001 - anyone can publish anything; the worker refuses it
+            raw = message.body if isinstance(message.body, bytes) else str(message.body).encode("utf-8", "replace")
+            envelope = malformed_envelope(raw, f"cannot read the AMQP message: {type(exc).__name__}: {exc}"[:500])
+        self._unacked.add(tag)
+        queue = self._consumers.get(consumer, "")
+        self._inbox.append(Delivery(envelope, tag, queue, exchange, routing_key, bool(info.get("redelivered")), consumer))
+
+    @staticmethod
+    def _envelope(message: amqp.Message) -> Envelope:
+        props = message.properties
+        body = message.body
+        if not isinstance(body, bytes):
+            body = bytes(body)  # a memoryview or bytearray
+        headers = props.get("application_headers") or {}
+        if not isinstance(headers, dict):
+            raise TypeError(f"application headers must be a table, got {type(headers).__name__}")
+        message_id = props.get("message_id")
+        return Envelope(
             body,
             props.get("content_type") or "application/octet-stream",
             props.get("content_encoding") or "binary",
-            props.get("application_headers") or {},
+            headers,
             _from_amqp_priority(props.get("priority")),
-            props.get("message_id"),
+            message_id if message_id is None or isinstance(message_id, str) else str(message_id),
         )
-        consumer = info.get("consumer_tag") or ""
-        queue = self._consumers.get(consumer, "")
-        self._unacked.add(tag)
-        self._inbox.append(Delivery(envelope, tag, queue, exchange, routing_key, bool(info.get("redelivered")), consumer))
 
     def has_events(self) -> bool:
         return bool(self._inbox)
@@ -483,7 +415,7 @@ class AMQPTransport(Transport):
                     self.raw.drain_events(timeout=0.0001)
             except TimeoutError:
                 pass
-            except _CONNECTION_ERRORS as exc:
+            except (*_CONNECTION_ERRORS, *_CHANNEL_ERRORS) as exc:
                 raise self._lost(exc) from exc
         elif not self._inbox and timeout:
             self._idle(timeout)
@@ -496,7 +428,7 @@ class AMQPTransport(Transport):
             self.raw.drain_events(timeout=timeout)
         except TimeoutError:
             pass
-        except _CONNECTION_ERRORS as exc:
+        except (*_CONNECTION_ERRORS, *_CHANNEL_ERRORS) as exc:
             raise self._lost(exc) from exc
 
     def ack(self, delivery: Delivery) -> None:
@@ -505,7 +437,7 @@ class AMQPTransport(Transport):
         self._unacked.discard(delivery.tag)
         try:
             self._consume_channel().basic_ack(delivery.tag)
-        except _CONNECTION_ERRORS as exc:
+        except (*_CONNECTION_ERRORS, *_CHANNEL_ERRORS) as exc:
             raise self._lost(exc) from exc
 
     def reject(self, delivery: Delivery, requeue: bool = False, reason: str = "") -> None:
@@ -514,8 +446,49 @@ class AMQPTransport(Transport):
         self._unacked.discard(delivery.tag)
         try:
             self._consume_channel().basic_reject(delivery.tag, requeue)
-        except _CONNECTION_ERRORS as exc:
+        except (*_CONNECTION_ERRORS, *_CHANNEL_ERRORS) as exc:
             raise self._lost(exc) from exc
+
+    def defer(self, delivery: Delivery, eta: float) -> None:
+        """Park ``delivery`` in its queue's wait queue for ``max_hold`` seconds, then ack it here.
+
+        The wait queue (``<queue>.simq-wait``, never consumed) has a fixed
+        message TTL of ``max_hold`` and dead-letters expired messages back to
+        the queue, so they leave in the order they came (no message waits
+        behind a longer one) and return before their eta; the worker holds
+        them then, or parks them again. The copy is confirmed by RabbitMQ
+        before the original is acked: a crash in between duplicates, never loses.
+        """
+        if delivery.tag not in self._unacked:
+            return
+        try:
+            wait = self._wait_queue(delivery.queue)
+            self._publish_confirmed(self._message(delivery.envelope), "", wait, wait)
+        except (*_CONNECTION_ERRORS, *_CHANNEL_ERRORS) as exc:
+            raise self._lost(exc) from exc
+        self.ack(delivery)
+
+    def _wait_queue(self, queue: str) -> str:
+        """Declare ``queue``'s wait queue (again: a declaration renews a namespaced queue's lease); its name."""
+        assert self.max_hold is not None
+        hold_ms = int(self.max_hold * 1000)
+        name = self._name(f"{queue}.simq-wait")
+        arguments: dict[str, Any] = {
+            "x-message-ttl": hold_ms,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self._name(queue),
+        }
+        if self.prefix:
+            arguments["x-expires"] = hold_ms + NAMESPACED_QUEUE_TTL_MS
+        try:
+            self._side_channel().queue_declare(name, durable=not self.prefix, auto_delete=False, arguments=arguments)
+        except amqp.exceptions.PreconditionFailed as exc:
+            self._side = None
+            raise ConfigurationError(
+                f"the wait queue {name!r} exists with other arguments than {arguments} ({exc.reply_text}); "
+                f"delete it (rabbitmqctl delete_queue {name}) or give this max_hold again"
+            ) from None
+        return name
 
     @property
     def unacked(self) -> int:
@@ -567,6 +540,18 @@ class AMQPTransport(Transport):
             pass
 
 
-def amqp_transport_factory(url: str, *, connect_timeout: float | None = None, app: Any = None, **kw: Any) -> Transport:
+def _max_hold(value: str | None, url: str) -> float:
+    if value is None:
+        return DEFAULT_MAX_HOLD
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 86400 * 365:
+        raise ConfigurationError(f"max_hold in {redact_url(url)} must be a number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def amqp_transport_factory(url: str, *, connect_timeout: float | None = None, **kw: Any) -> Transport:
     """Entry point for ``amqp://`` and ``pyamqp://`` broker URLs."""
-    return AMQPTransport(url, connect_timeout=connect_timeout, app=app, **kw)
+    return AMQPTransport(url, connect_timeout=connect_timeout, **kw)

@@ -33,7 +33,6 @@ import contextlib
 import logging
 import math
 import os
-import re
 import threading
 import time
 import weakref
@@ -47,7 +46,7 @@ from simq import states
 from simq.backends.base import Backend, ResultMeta
 from simq.exceptions import BrokerUnavailable
 from simq.transport import redact_url
-from simq_redis.transport import connect_redis, dedicated_connection
+from simq_redis.connection import client_name, connect_redis, dedicated_connection
 
 __all__ = ["RedisBackend", "client_name", "redis_backend_factory"]
 
@@ -104,11 +103,6 @@ return 1
 _SCRIPTS = {"store_ready": _STORE_READY, "count_part": _COUNT_PART, "set_unless_ready": _SET_UNLESS_READY}
 
 _LOST = (redis.ConnectionError, redis.TimeoutError)
-
-
-def client_name(namespace: str) -> str:
-    """The ``CLIENT SETNAME`` of the backend's connections for ``namespace`` (Redis allows no spaces in it)."""
-    return "simq:" + re.sub(r"[^!-~]", "_", namespace) + ":backend"
 
 
 @attrs.define(eq=False)

@@ -17,7 +17,7 @@ Capabilities:
   after a crash a live connection restores them once the dead owner's
   liveness key (refreshed by a heartbeat thread) has expired.
 - dead letters: a queue's ``x-dead-letter-exchange`` argument is honoured;
-  otherwise rejected messages go to the list ``<prefix>dead:<queue>`` (last 1000).
+  otherwise rejected messages go to the list ``<prefix>dead:<queue>`` (the last 1000, each payload cut to 64 KiB, the list expiring a week after its last entry).
 
 Why redis-py and not kombu's Redis transport: kombu creates a client per
 command on the publish path (3.7k publishes/s here against 7.6k for a plain
@@ -35,26 +35,21 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-import msgpack
-import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-
-from simq.exceptions import AccessRefused, BrokerUnavailable, NotDelivered, RoutingError, Unroutable
+from simq.exceptions import BrokerUnavailable, RoutingError
 from simq.message import Delivery, Envelope
-from simq.routing import DEFAULT_EXCHANGE, Exchange, Queue, exchange_routes
+from simq.routing import DEFAULT_EXCHANGE, BindingTable, Exchange, Queue, not_delivered, unroutable
 from simq.transport import Capabilities, Transport, redact_url
+from simq_redis.connection import CONNECTION_ERRORS, connect_redis, dedicated_connection, owned
+from simq_redis.payload import DEAD_LETTER_MAX, DEAD_LETTER_TTL, dead_letter_entry, pack, read_dead_letter, unpack
 
-__all__ = ["RedisTransport", "parse_redis_url", "redis_transport_factory"]
+__all__ = ["RedisTransport", "redis_transport_factory"]
 
 LEVELS = 10
 LOWEST = LEVELS - 1
@@ -101,62 +96,6 @@ return restored
 """
 
 
-def parse_redis_url(url: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """redis-py connection arguments and simq's own query options from a ``redis://`` URL."""
-    parts = urlsplit(url)
-    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-    db = 0
-    path = parts.path.strip("/")
-    if path:
-        try:
-            db = int(path)
-        except ValueError:
-            raise RoutingError(f"the Redis database in {redact_url(url)!r} must be a number, got {path!r}") from None
-    kwargs: dict[str, Any] = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 6379,
-        "db": db,
-        "password": parts.password,
-        "username": parts.username or None,
-    }
-    if parts.scheme == "rediss":
-        kwargs["ssl"] = True
-    return kwargs, query
-
-
-def connect_redis(url: str, connect_timeout: float | None, what: str = "broker") -> tuple[redis.Redis, dict[str, str]]:
-    """A checked redis-py client; ``BrokerUnavailable`` naming host:port (never the password) if unreachable."""
-    kwargs, query = parse_redis_url(url)
-    # no read timeout: BLPOP and BLMOVE block on purpose, and a dead server still fails fast (RST, keepalive)
-    client = redis.Redis(socket_connect_timeout=connect_timeout, socket_timeout=None, socket_keepalive=True, **kwargs)
-    probe = redis.Redis(
-        socket_connect_timeout=connect_timeout, socket_timeout=connect_timeout, retry=Retry(NoBackoff(), 0), **kwargs
-    )
-    try:
-        # a server that accepts but never answers must fail within connect_timeout too
-        probe.ping()
-        probe.close()
-        client.ping()
-    except redis.AuthenticationError as exc:  # a ConnectionError to redis-py: caught first
-        probe.close()
-        client.close()
-        raise AccessRefused(
-            f"Redis at {kwargs['host']}:{kwargs['port']} refused the credentials in {redact_url(url)}: {exc}"
-        ) from None
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-        probe.close()
-        client.close()
-        raise BrokerUnavailable(
-            f"cannot reach the Redis {what} at {kwargs['host']}:{kwargs['port']} ({redact_url(url)}) "
-            f"within {connect_timeout} s: {exc}. Is redis-server running there?"
-        ) from None
-    return client, query
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    return (redis.ConnectionError, redis.TimeoutError)
-
-
 class RedisTransport(Transport):
     """One connection to Redis: producer and consumer of simq messages."""
 
@@ -177,10 +116,9 @@ class RedisTransport(Transport):
         ),
     )
 
-    def __init__(self, url: str, *, connect_timeout: float | None = None, app: Any = None, **_: Any) -> None:
+    def __init__(self, url: str, *, connect_timeout: float | None = None, **_: Any) -> None:
         self.url = url
-        self.app = app
-        self.client, query = connect_redis(url, connect_timeout)
+        self.client, query = connect_redis(url, connect_timeout, role="broker")
         namespace = query.get("namespace", "")
         self.prefix = f"simq:{namespace}:" if namespace else "simq:"
         self.consumer_ttl = float(query.get("consumer_ttl", "10"))
@@ -196,22 +134,18 @@ class RedisTransport(Transport):
         # wait a round trip per task for the answer "1".
         self._ack_conn: Any = None
         self._acks_unread = 0
-        self._inbox: deque[Delivery] = deque()
         self._keys: list[str] = []
         self._key_queue: dict[str, tuple[str, int]] = {}
-        self._exchanges: dict[str, str] = {}
-        self._bindings: dict[str, list[tuple[str, str]]] = {}
-        self._queues: dict[str, dict[str, Any]] = {}
-        self._routes: dict[tuple[str, str], list[str]] = {}
+        # the binding table every process on this namespace shares, as last read from Redis
+        self.table = BindingTable()
+        self._arguments: dict[str, dict[str, Any]] = {}  # queue -> its declared arguments
         self._table_version = -1
         self._table_checked = 0.0
-        self._declared: set[str] = set()
         self._last_restore = 0.0
         self._heartbeat: threading.Thread | None = None
         self._stop = threading.Event()
         self._fetch = self.client.register_script(_FETCH)
         self._restore = self.client.register_script(_RESTORE)
-        self._packer = msgpack.Packer(use_bin_type=True)
 
     # -- keys -----------------------------------------------------------------------
     def _qkey(self, queue: str, priority: int | None) -> str:
@@ -230,10 +164,9 @@ class RedisTransport(Transport):
                     raise RoutingError(
                         f"exchange {exchange.name!r} already declared as {existing_type!r}, not {exchange.type!r}"
                     )
-        except _connection_errors() as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
-        self._exchanges[exchange.name] = exchange.type
-        self._bindings.setdefault(exchange.name, [])
+        self.table.add_exchange(exchange.name, exchange.type)
 
     def declare_queue(self, queue: Queue) -> None:
         arguments = dict(queue.arguments)
@@ -247,28 +180,12 @@ class RedisTransport(Transport):
                     continue
                 self.declare_exchange(binding.exchange)
                 added += self.client.sadd(f"{self.prefix}b:{binding.exchange.name}", f"{binding.routing_key}{_SEP}{queue.name}")
-                pair = (binding.routing_key, queue.name)
-                table = self._bindings.setdefault(binding.exchange.name, [])
-                if pair not in table:
-                    table.append(pair)
             if added:
                 self.client.incr(f"{self.prefix}bv")
-        except _connection_errors() as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
-        self._queues[queue.name] = arguments
-        self._declared.add(queue.name)
-        self._routes.clear()
-
-    def _ensure_declared(self, exchange: str, routing_key: str) -> None:
-        """Declare the app's queues the first time a send names something this connection has not declared."""
-        if self.app is None:
-            return
-        known = routing_key in self._declared if exchange == "" else exchange in self._exchanges
-        if known:
-            return
-        for queue in list(self.app.router.queues.values()):
-            if queue.name not in self._declared:
-                self.declare_queue(queue)
+        self.table.add_queue(queue)
+        self._arguments[queue.name] = arguments
 
     def _refresh_table(self, force: bool = False) -> None:
         """Reload exchanges and bindings other processes declared, at most once a second unless forced."""
@@ -293,48 +210,19 @@ class RedisTransport(Transport):
                 key, _, queue = item.rpartition(_SEP)
                 pairs.append((key, queue))
             bindings[name] = pairs
-        self._exchanges = exchanges
-        self._bindings = bindings
-        self._queues = {k.decode(): json.loads(v) for k, v in queues.items()}
+        self.table.replace(exchanges, bindings, (k.decode() for k in queues))
+        self._arguments = {k.decode(): json.loads(v) for k, v in queues.items()}
         self._table_version = version
-        self._routes.clear()
 
     def route(self, exchange: str, routing_key: str) -> list[str]:
         """The queues ``exchange`` routes ``routing_key`` to, by RabbitMQ's rules."""
-        cached = self._routes.get((exchange, routing_key))
-        if cached is not None:
-            return cached
-        if exchange == "":
-            targets = [routing_key] if routing_key in self._queues else []
-        else:
-            kind = self._exchanges.get(exchange)
-            if kind is None:
-                self._refresh_table(force=True)
-                kind = self._exchanges.get(exchange)
-                if kind is None:
-                    raise RoutingError(f"no exchange named {exchange!r} is declared on this broker ({redact_url(self.url)})")
-            targets = []
-            for binding_key, queue in self._bindings.get(exchange, ()):
-                if queue not in targets and exchange_routes(kind, binding_key, routing_key):
-                    targets.append(queue)
-        self._routes[(exchange, routing_key)] = targets
-        return targets
+        if exchange and exchange not in self.table.exchanges:
+            self._refresh_table(force=True)  # declared by another process since the last read?
+            if exchange not in self.table.exchanges:
+                raise RoutingError(f"no exchange named {exchange!r} is declared on this broker ({redact_url(self.url)})")
+        return self.table.route(exchange, routing_key)
 
     # -- publishing -----------------------------------------------------------------------
-    def _pack(self, envelope: Envelope, exchange: str, routing_key: str) -> bytes:
-        return b"0" + self._packer.pack(
-            [
-                envelope.body,
-                envelope.content_type,
-                envelope.content_encoding,
-                dict(envelope.headers),
-                envelope.priority,
-                envelope.message_id,
-                exchange,
-                routing_key,
-            ]
-        )
-
     def publish(
         self,
         envelope: Envelope,
@@ -345,25 +233,18 @@ class RedisTransport(Transport):
         immediate: bool = False,
     ) -> None:
         try:
-            self._ensure_declared(exchange, routing_key)
             self._refresh_table()
             targets = self.route(exchange, routing_key)
             if not targets and (mandatory or immediate):
-                self._refresh_table(force=True)
+                self._refresh_table(force=True)  # bound by another process since the last read?
                 targets = self.route(exchange, routing_key)
             if not targets:
                 if mandatory or immediate:
-                    raise Unroutable(
-                        f"no queue is bound to exchange {exchange or '(default)'!r} for routing key "
-                        f"{routing_key!r} (mandatory=True); bind a queue or fix the key"
-                    )
+                    raise unroutable(exchange, routing_key)
                 return
             if immediate and not any(self._can_take_now(q) for q in targets):
-                raise NotDelivered(
-                    f"no consumer can take a message for {routing_key!r} now (immediate=True, emulated on Redis): "
-                    f"queues {targets} have no live consumer or already hold messages"
-                )
-            payload = self._pack(envelope, exchange, routing_key)
+                raise not_delivered(routing_key, targets, ", emulated on Redis")
+            payload = pack(envelope, exchange, routing_key)
             if len(targets) == 1:
                 self.client.rpush(self._qkey(targets[0], envelope.priority), payload)
             else:
@@ -371,20 +252,19 @@ class RedisTransport(Transport):
                 for queue in targets:
                     pipe.rpush(self._qkey(queue, envelope.priority), payload)
                 pipe.execute()
-        except _connection_errors() as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
     def publish_many(self, items: Sequence[tuple[Envelope, str, str]]) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
             for envelope, exchange, routing_key in items:
-                self._ensure_declared(exchange, routing_key)
                 self._refresh_table()
-                payload = self._pack(envelope, exchange, routing_key)
+                payload = pack(envelope, exchange, routing_key)
                 for queue in self.route(exchange, routing_key):
                     pipe.rpush(self._qkey(queue, envelope.priority), payload)
             pipe.execute()
-        except _connection_errors() as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
     def consumer_count(self, queue: str) -> int:
@@ -411,7 +291,7 @@ class RedisTransport(Transport):
             self._alive()
             self.client.sadd(f"{self.prefix}cq:{queue}", self.id)
             self.restore_orphans()
-        except _connection_errors() as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
         if self._heartbeat is None:
             self._heartbeat = threading.Thread(target=self._beat, name=f"simq-redis-heartbeat-{self.id}", daemon=True)
@@ -426,7 +306,7 @@ class RedisTransport(Transport):
         if queue not in self._consumers.values():
             try:
                 self.client.srem(f"{self.prefix}cq:{queue}", self.id)
-            except _connection_errors():
+            except CONNECTION_ERRORS:
                 pass
 
     def set_prefetch(self, prefetch: int) -> None:
@@ -456,9 +336,6 @@ class RedisTransport(Transport):
         self._last_restore = time.monotonic()
         return int(self._restore(keys=[f"{self.prefix}u"], args=[f"{self.prefix}c:"]))
 
-    def has_events(self) -> bool:
-        return bool(self._inbox)
-
     def _capacity(self) -> int:
         if not self.prefetch:
             return 100
@@ -466,16 +343,11 @@ class RedisTransport(Transport):
 
     def _delivery(self, key: str, payload: bytes, tag: int) -> Delivery:
         queue, _ = self._key_queue[key]
-        body, ctype, cenc, headers, priority, message_id, exchange, routing_key = msgpack.unpackb(payload[1:], raw=False)
-        envelope = Envelope(body, ctype, cenc, headers, priority, message_id)
+        envelope, exchange, routing_key, redelivered = unpack(payload)  # any bytes: never raises
         self._unacked[tag] = (key, payload)
-        return Delivery(envelope, tag, queue, exchange, routing_key, payload[:1] == b"1", "")
+        return Delivery(envelope, tag, queue, exchange, routing_key, redelivered, "")
 
     def drain_events(self, timeout: float | None = 0) -> list[Delivery]:
-        if self._inbox:
-            out = list(self._inbox)
-            self._inbox.clear()
-            return out
         if not self._keys:
             if timeout:
                 time.sleep(timeout)
@@ -506,7 +378,7 @@ class RedisTransport(Transport):
             if capacity > 1:
                 out.extend(self._fetch_now(capacity - 1))
             return out
-        except _connection_errors() as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
     def _fetch_now(self, count: int) -> list[Delivery]:
@@ -534,7 +406,7 @@ class RedisTransport(Transport):
             self._acks_unread += 1
             if self._acks_unread >= 1000:
                 self._read_acks()
-        except _connection_errors() as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
     def _read_acks(self) -> None:
@@ -561,11 +433,11 @@ class RedisTransport(Transport):
                 return
             pipe.execute()
             self._dead_letter(delivery, payload, reason or "rejected")
-        except _connection_errors() as exc:
+        except CONNECTION_ERRORS as exc:
             raise self._lost(exc) from exc
 
     def _dead_letter(self, delivery: Delivery, payload: bytes, reason: str) -> None:
-        arguments = self._queues.get(delivery.queue) or {}
+        arguments = self._arguments.get(delivery.queue) or {}
         dlx = arguments.get("x-dead-letter-exchange")
         if dlx is not None:
             headers = dict(delivery.envelope.headers)
@@ -582,18 +454,14 @@ class RedisTransport(Transport):
             return
         key = f"{self.prefix}dead:{delivery.queue}"
         pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(key, self._packer.pack([reason, payload]))
-        pipe.ltrim(key, -1000, -1)
+        pipe.rpush(key, dead_letter_entry(reason, payload))
+        pipe.ltrim(key, -DEAD_LETTER_MAX, -1)
+        pipe.expire(key, DEAD_LETTER_TTL)
         pipe.execute()
 
     def dead_letters(self, queue: str) -> list[tuple[str, Envelope]]:
         """(reason, envelope) of messages rejected from ``queue`` without a dead-letter exchange."""
-        out = []
-        for raw in self.client.lrange(f"{self.prefix}dead:{queue}", 0, -1):
-            reason, payload = msgpack.unpackb(raw, raw=False)
-            body, ctype, cenc, headers, priority, message_id, _, _ = msgpack.unpackb(payload[1:], raw=False)
-            out.append((reason, Envelope(body, ctype, cenc, headers, priority, message_id)))
-        return out
+        return [read_dead_letter(raw) for raw in self.client.lrange(f"{self.prefix}dead:{queue}", 0, -1)]
 
     @property
     def unacked(self) -> int:
@@ -633,7 +501,6 @@ class RedisTransport(Transport):
             return
         self.closed = True
         self._stop.set()
-        self._inbox.clear()
         try:
             if self._acks_unread:
                 self._read_acks()
@@ -648,7 +515,7 @@ class RedisTransport(Transport):
                 self.client.srem(f"{self.prefix}cq:{queue}", self.id)
             if self._consumers:
                 self.client.delete(f"{self.prefix}c:{self.id}")
-        except _connection_errors():
+        except CONNECTION_ERRORS:
             pass  # Redis is gone; the liveness key expires and another connection restores them
         finally:
             self._unacked.clear()
@@ -660,21 +527,7 @@ class RedisTransport(Transport):
             self.client.close()
 
 
-def owned(conn: Any) -> bool:
-    """Whether ``conn`` (a redis-py connection) was made by this process, not inherited through a fork."""
-    return getattr(conn, "pid", None) == os.getpid()
-
-
-def dedicated_connection(client: redis.Redis) -> Any:
-    """A connection of ``client``'s pool kept apart, for commands whose replies are read later."""
-    pool = client.connection_pool
-    try:
-        return pool.get_connection()  # redis-py >= 5.3
-    except TypeError:
-        return pool.get_connection("PING")
-
-
-def redis_transport_factory(url: str, *, connect_timeout: float | None = None, app: Any = None, **kw: Any) -> Transport:
+def redis_transport_factory(url: str, *, connect_timeout: float | None = None, **kw: Any) -> Transport:
     """Entry point for ``redis://`` and ``rediss://`` broker URLs."""
-    return RedisTransport(url, connect_timeout=connect_timeout, app=app, **kw)
+    return RedisTransport(url, connect_timeout=connect_timeout, **kw)
 
