@@ -237,6 +237,7 @@ class WorkerProcess:
                 log.info("%s: ready, consuming %s", self.hostname, ", ".join(worker.consuming))
                 delay = 1.0
                 worker.run(poll_interval=self.poll_interval, until=self.stopping.is_set)
+                self._log_totals()
                 return 0
             except AccessRefused as exc:
                 if worker is not None:
@@ -257,6 +258,26 @@ class WorkerProcess:
                     _quietly(worker.crash)
                 raise
         return 0
+
+
+    def _log_totals(self) -> None:
+        """One line with the counters of every connection this process had, as it stops."""
+        stats = [w.stats for w in self.workers]
+        rejected: dict[str, int] = {}
+        for one in stats:
+            for reason, count in one.rejected.items():
+                rejected[reason] = rejected.get(reason, 0) + count
+        log.info(
+            "%s: stopped: %d received, %d succeeded, %d failed, %d retried, %d deferred, %d reconnects; rejected: %s",
+            self.hostname,
+            sum(s.received for s in stats),
+            sum(s.succeeded for s in stats),
+            sum(s.failed for s in stats),
+            sum(s.retried for s in stats),
+            sum(s.deferred for s in stats),
+            self.reconnects,
+            ", ".join(f"{reason} {rejected[reason]}" for reason in sorted(rejected)) or "none",
+        )
 
 
 def _quietly(fn: Callable[[], Any]) -> None:
