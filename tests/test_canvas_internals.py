@@ -71,11 +71,21 @@ class TestWireForm:
 
     def test_signature_round_trips_through_json_with_its_kind(self, app):
         add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
-        canvas = chain(add.s(1, 1), chord([add.s(1), group(add.s(2), add.s(3))], tsum.s()))
+        canvas = chain(add.s(1, 1), chord([add.s(1), group(add.s(2), add.s(3)), add.s(4) | add.s(5)], tsum.s()))
         back = from_dict(json.loads(json.dumps(canvas)), app)
         assert type(back) is chain
         assert type(back.tasks[1]) is chord
-        assert type(back.tasks[1].header.tasks[1]) is group
+        # the nested group was unrolled into the header; the chain stays one member
+        assert [type(t) for t in back.tasks[1].header.tasks] == [Signature, Signature, Signature, chain]
+
+    def test_a_group_nested_as_a_dict_is_unrolled_when_sent(self, app):
+        add = app.tasks["i.add"]
+        g = group(add.s(1, 1))
+        g["kwargs"]["tasks"] = [*g["kwargs"]["tasks"], json.loads(json.dumps(group(add.s(2, 2), add.s(3, 3))))]
+        with app.simulate(seed=3):
+            result = g()
+            assert result.get() == [2, 4, 6]
+        assert len(result.results) == 3
 
     def test_map_is_a_task_signature_of_the_builtin(self, app):
         sig = xmap(app.tasks["i.tsum"], [range(3)])
@@ -95,7 +105,7 @@ class TestChordCounting:
             assert app.backend.incr(f"simq-chord-{r.parent.id}.done", 0) == 12
 
     def test_a_part_reporting_twice_counts_once(self, app):
-        from simq.canvas.run import _chord_part_done
+        from simq.canvas.run import _chord_report
 
         add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
         with app.simulate(seed=5, workers=1) as sim:
@@ -104,19 +114,47 @@ class TestChordCounting:
             first = r.parent.results[0]
             assert first.get() == 2
             # the same part reports again (as after a redelivery): the body must not fire early
-            _chord_part_done(app, {"id": r.parent.id, "size": 2}, first.id)
+            _chord_report(app, {"id": r.parent.id, "size": 2}, [first.id])
             assert not r.ready()
             assert r.get() == 6
 
-    def test_chord_error_is_counted_once_however_many_fail(self, app):
+    def test_a_failing_chord_ends_once_however_many_fail(self, app):
         add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
         with app.simulate(seed=5, workers=2) as sim:
-            r = chord([fail.s(), add.s(1, 1), fail.s(), fail.s()], tsum.s())()
-            with pytest.raises(ChordError) as info:
+            r = chord([add.s(1, 1), fail.s(), add.s(1, 1), fail.s(), fail.s()], tsum.s())()
+            with pytest.raises(KeyError) as info:
                 r.get()
             sim.run_until_idle()
-            assert app.backend.incr(f"simq-chord-{r.parent.id}.failed", 0) == 3
-        assert isinstance(info.value.__cause__, KeyError)
+            key = f"simq-chord-{r.parent.id}"
+            assert app.backend.incr(f"{key}.done", 0) == 5  # failed parts count too: the chord ends with its header
+            assert app.backend.incr(f"{key}.sent", 0) == 1
+        (note,) = info.value.__notes__
+        assert r.parent.results[1].id in note  # the first failed task in header order
+
+    def test_a_failed_chain_in_a_header_counts_for_every_part_it_stopped(self, app):
+        add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
+        with app.simulate(seed=5, workers=2):
+            # fail stops the chain before its group of two: one failure stands for both parts
+            r = chord([add.s(1, 1), fail.s() | group(add.s(1), add.s(2))], tsum.s())()
+            with pytest.raises(KeyError) as info:
+                r.get()
+        assert len(info.value.__notes__) == 2  # "never ran, because ... failed", then the chord's note
+
+    def test_the_failure_is_the_first_in_header_order_whatever_the_seed(self, app):
+        add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
+
+        @app.task(name="i.boom")
+        def boom(tag):
+            raise ValueError(tag)
+
+        seen = set()
+        for seed in range(8):
+            with app.simulate(seed=seed, workers=3):
+                header = [add.s(1, 1), boom.s("a").set(countdown=3), boom.s("b"), boom.s("c").set(countdown=1)]
+                with pytest.raises(ValueError) as info:
+                    chord(header, tsum.s())().get()
+            seen.add(info.value.args)
+        assert seen == {("a",)}
 
     def test_chord_error_survives_the_backend_round_trip(self):
         err = ChordError("chord x: header task t1 failed", "t1", {"exc_type": "ValueError", "exc_module": "builtins", "exc_message": ["bad"]})
@@ -227,3 +265,21 @@ def test_a_chain_link_takes_its_root_and_parent_from_the_task_before_it():
     assert root == first and parent is None
     assert (root2, parent2) == (first, first)
     assert (root3, parent3) == (first, second)
+
+
+def test_a_nested_chord_with_an_empty_body_that_failed_fails_the_outer_chord():
+    app = App("empty_body")
+
+    @app.task(name="e.add")
+    def add(*xs):
+        return sum(xs)
+
+    @app.task(name="e.div")
+    def div(x, y):
+        return x // y
+
+    inner = chord([add.s(1), div.si(1, 0)], group([]))  # its body, an empty group, never runs: it is failed
+    with app.simulate(seed=1, workers=2):
+        with pytest.raises(ZeroDivisionError):
+            chord([inner, add.s(1, 1).set(countdown=5)], add.s())().get()  # a success reports last
+        assert chord([add.s(1, 1), chord([add.s(1)], group([]))], add.si(5))().get() == 5

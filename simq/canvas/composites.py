@@ -107,6 +107,8 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
               cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+        if self.immutable:  # takes no parent result, as an immutable task
+            args, kwargs = (), {}
         tasks = self.tasks
         rest = runner.continuation(tasks[1:], self.id) + list(cont)
         tasks[0]._send(runner, args, kwargs, options, rest, ctx, group_id, group_index)
@@ -120,14 +122,18 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
 
 class group(Signature):  # noqa: N801 - Celery's name
-    """Run tasks in parallel; ``group(...)()`` returns a ``GroupResult`` whose ``get()`` keeps this order."""
+    """Run tasks in parallel; ``group(...)()`` returns a ``GroupResult`` whose ``get()`` keeps this order.
+
+    Groups nested in a group are unrolled, as Celery does: ``group(a, group(b, c))``
+    is ``group(a, b, c)`` (a chain or a chord in a group stays one member).
+    """
 
     kind = "group"
 
     def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Mapping) and isinstance(tasks[0], Iterable):
             tasks = tuple(tasks[0])
-        members = [_as_signature(app, t) for t in tasks]
+        members = _unroll(app, tasks)
         app = app or next((t._app for t in members if t._app is not None), None)
         super().__init__("simq.group", (), {"tasks": members}, options, subtask_type="group", app=app)
 
@@ -146,12 +152,20 @@ class group(Signature):  # noqa: N801 - Celery's name
         return len(self["kwargs"].get("tasks") or [])
 
     def link(self, callback: Any) -> Signature:
-        raise InvalidSignature(
-            f"a group cannot take a link ({callback!r}); to run something after every member, use "
-            "chord(group, callback) or group | callback"
-        )
+        """As Celery does: an immutable copy of ``callback`` is linked to the group's *first* task only.
+
+        So it runs once, when that task succeeds, with no argument, whatever
+        the other members do. To run something with every member's result,
+        use ``chord(group, callback)`` or ``group | callback``.
+        """
+        tasks = self.tasks
+        if not tasks:
+            raise InvalidSignature(f"an empty group has no task to link {callback!r} to")
+        sig = _deep_copy(_as_signature(self._app, callback), self._app).set(immutable=True)
+        return tasks[0].link(sig)
 
     def link_error(self, errback: Any) -> Signature:
+        """As Celery does: ``errback`` is linked to every task of the group (so it may be called once per failed task)."""
         for t in self.tasks:
             t.link_error(errback)
         return _as_signature(self._app, errback)
@@ -161,6 +175,7 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
+        self["kwargs"]["tasks"] = _unroll(app, self.tasks)  # groups nested later, or as dicts (from the wire)
         members = self.tasks
         for i, t in enumerate(members):
             if isinstance(t, chunks):
@@ -196,6 +211,8 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
               cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+        if self.immutable:  # takes no parent result, as an immutable task
+            args, kwargs = (), {}
         if cont:  # a group with something after it is a chord whose body is that
             nxt, rest = runner.pop(cont)
             as_chord = chord(self, nxt, app=runner.app)
@@ -214,6 +231,18 @@ class group(Signature):  # noqa: N801 - Celery's name
     def _check(self, checker: Checker, path: str) -> None:
         for i, t in enumerate(self["kwargs"].get("tasks") or []):
             checker.visit(t, f"{path}group[{i}].")
+
+
+def _unroll(app: App | None, tasks: Iterable[Any]) -> list[Signature]:
+    """Members with every nested group replaced by its own members, in order (chunks stay one member)."""
+    out: list[Signature] = []
+    for t in tasks:
+        sig = _as_signature(app, t)
+        if isinstance(sig, group):
+            out.extend(_unroll(app, sig.tasks))
+        else:
+            out.append(sig)
+    return out
 
 
 class chord(Signature):  # noqa: N801 - Celery's name
@@ -300,6 +329,8 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
               cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+        if self.immutable:  # takes no parent result, as an immutable task
+            args, kwargs = (), {}
         header = self.header
         body: Signature = self.body  # type: ignore[assignment]
         cid = header.id or runner.app.new_id()
