@@ -152,6 +152,15 @@ class TestCallbacks:
         assert [c.get() for c in first.children] == [[["cb"], {}]]
         assert second.children == []
 
+    def test_a_chain_linked_to_a_group_takes_no_argument(self, backend):
+        app, calls, add, _, _, _, echo, *_ = make(backend)
+        g = group(add.s(1, 1), add.s(2, 2))
+        g.link(echo.s("x") | echo.s())  # the immutable copy: its first task gets no parent result
+        result = g()
+        result.get()
+        backend.settle()
+        assert [c.get() for c in result.results[0].children] == [[[[["x"], {}]], {}]]
+
     def test_group_link_error_is_called_for_each_failed_task(self, backend):
         app, calls, add, _, _, fail, _, error_handler, _ = make(backend)
         g = group(fail.s(1), add.s(1, 1), fail.s(2))

@@ -100,7 +100,11 @@ class Retry(SimqError):
 
 
 class ChordError(SimqError):
-    """A chord's header failed, so its body never ran.
+    """A chord could not end, and no header task's own exception says why.
+
+    A chord whose header task failed raises *that task's* exception (with a
+    note naming it and the chord), not this; simq raises ``ChordError`` when
+    a header result is FAILURE without a stored exception.
 
     ``ChordError(message, failed_task_id, cause)``: ``cause`` is the failed
     task's exception in its stored (dict) form; it comes back as

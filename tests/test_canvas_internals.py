@@ -283,3 +283,32 @@ def test_a_nested_chord_with_an_empty_body_that_failed_fails_the_outer_chord():
         with pytest.raises(ZeroDivisionError):
             chord([inner, add.s(1, 1).set(countdown=5)], add.s())().get()  # a success reports last
         assert chord([add.s(1, 1), chord([add.s(1)], group([]))], add.si(5))().get() == 5
+
+
+class TestChordFailureEdges:
+    def test_a_failure_record_without_an_exception_is_a_chord_error(self, app):
+        from simq import states
+
+        add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
+        with app.simulate(seed=2, workers=1) as sim:
+            r = chord([add.s(1, 1), add.s(2, 2).set(countdown=5)], tsum.s())()
+            sim.advance(1)
+            first = r.parent.results[0]
+            app.backend.store_result(first.id, "not an exception", states.FAILURE)  # as a foreign writer could
+            with pytest.raises(ChordError, match=first.id) as info:
+                r.get()
+        assert info.value.task_id == first.id
+        assert r.parent.id in info.value.__notes__[0]
+
+    def test_a_failure_whose_result_is_gone_still_fails_the_chord_with_its_exception(self, app):
+        add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
+
+        @app.task(name="i.forget")
+        def forget(request, exc, traceback):
+            app.backend._delete(request.id)  # the failure's record is gone before the chord ends (expired)
+
+        with app.simulate(seed=2, workers=1):
+            r = chord([add.s(1, 1), fail.s().set(countdown=5, link_error=forget.s())], tsum.s())()
+            with pytest.raises(KeyError):
+                r.get()
+            assert r.parent.results[1].state == "PENDING"  # it was really gone when the chord ended
