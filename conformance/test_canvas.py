@@ -234,7 +234,9 @@ class TestChain:
 
 class TestGroup:
     def test_group_from_the_seed_keeps_order(self, backend):
-        app, _, add, *_ = make(backend, )
+        app, _, add, *_ = make(
+            backend,
+        )
         result = group(add.s(i, i) for i in range(10))()
         assert isinstance(result, GroupResult)
         assert result.get() == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]

@@ -157,7 +157,11 @@ class TestChordCounting:
         assert seen == {("a",)}
 
     def test_chord_error_survives_the_backend_round_trip(self):
-        err = ChordError("chord x: header task t1 failed", "t1", {"exc_type": "ValueError", "exc_module": "builtins", "exc_message": ["bad"]})
+        err = ChordError(
+            "chord x: header task t1 failed",
+            "t1",
+            {"exc_type": "ValueError", "exc_module": "builtins", "exc_message": ["bad"]},
+        )
         assert err.task_id == "t1"
         assert isinstance(err.__cause__, ValueError) and err.__cause__.args == ("bad",)
         assert str(err) == "chord x: header task t1 failed"

@@ -227,7 +227,11 @@ def run_in_simulator(node: Node, seed: int, workers: int) -> Outcome:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(tree=nodes(4, True), seed=st.integers(min_value=0, max_value=2**32 - 1), workers=st.integers(min_value=1, max_value=4))
+@given(
+    tree=nodes(4, True),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+    workers=st.integers(min_value=1, max_value=4),
+)
 def test_simulator_agrees_with_the_oracle(tree: Node, seed: int, workers: int) -> None:
     assert depth_of(tree) >= 5  # four composite levels above the leaves
     expected = evaluate(tree)

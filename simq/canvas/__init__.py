@@ -41,7 +41,6 @@ value lands, result handles), ``run`` (sending, continuations, chord
 counting, the worker's hooks, the map/starmap built-ins).
 """
 
-
 from simq.canvas.checks import validate
 from simq.canvas.composites import chain, chord, chunks, group
 from simq.canvas.plan import result_from_spec

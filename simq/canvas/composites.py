@@ -103,10 +103,21 @@ class chain(Signature):  # noqa: N801 - Celery's name
         return list(self["kwargs"].get("tasks") or [])
 
     def _copy_nested(self) -> None:
-        self["kwargs"]["tasks"] = [_deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []]
+        self["kwargs"]["tasks"] = [
+            _deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []
+        ]
 
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
         if self.immutable:  # takes no parent result, as an immutable task
             args, kwargs = (), {}
         tasks = self.tasks
@@ -207,10 +218,21 @@ class group(Signature):  # noqa: N801 - Celery's name
         return list(self["kwargs"].get("tasks") or [])
 
     def _copy_nested(self) -> None:
-        self["kwargs"]["tasks"] = [_deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []]
+        self["kwargs"]["tasks"] = [
+            _deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []
+        ]
 
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
         if self.immutable:  # takes no parent result, as an immutable task
             args, kwargs = (), {}
         if cont:  # a group with something after it is a chord whose body is that
@@ -327,8 +349,17 @@ class chord(Signature):  # noqa: N801 - Celery's name
         if kw.get("body") is not None:
             kw["body"] = _deep_copy(from_dict(kw["body"], self._app), self._app)
 
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
         if self.immutable:  # takes no parent result, as an immutable task
             args, kwargs = (), {}
         header = self.header
@@ -341,7 +372,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
         kw = self["kwargs"]
         checker.visit(kw.get("header"), f"{path}chord.header.")
         if kw.get("body") is None:
-            raise InvalidSignature(f"{path or 'canvas'}: a chord needs a body: chord(header, body) or chord(header)(body)")
+            raise InvalidSignature(
+                f"{path or 'canvas'}: a chord needs a body: chord(header, body) or chord(header)(body)"
+            )
         checker.visit(kw.get("body"), f"{path}chord.body.")
 
 
@@ -350,13 +383,17 @@ class chunks(Signature):  # noqa: N801 - Celery's name
 
     kind = "chunks"
 
-    def __init__(self, task: Any = None, it: Iterable[Any] = (), n: int = 1, app: App | None = None, **options: Any) -> None:
+    def __init__(
+        self, task: Any = None, it: Iterable[Any] = (), n: int = 1, app: App | None = None, **options: Any
+    ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidSignature(f"chunks needs a chunk size of at least 1, got {n!r}")
         name = task if isinstance(task, str) else task.name
         app = app or (None if isinstance(task, str) else task.app)
         items = [_plain_item(i) for i in it]
-        super().__init__("simq.chunks", (), {"task": name, "it": items, "n": n}, options, subtask_type="chunks", app=app)
+        super().__init__(
+            "simq.chunks", (), {"task": name, "it": items, "n": n}, options, subtask_type="chunks", app=app
+        )
 
     def group(self) -> group:
         """The group of ``starmap`` tasks, one per chunk."""
@@ -364,7 +401,9 @@ class chunks(Signature):  # noqa: N801 - Celery's name
         items, n = list(kw["it"]), int(kw["n"])
         parts = [items[i : i + n] for i in range(0, len(items), n)]
         return group(
-            [xstarmap(kw["task"], part, app=self._app).set(immutable=True) for part in parts], app=self._app, **self.options
+            [xstarmap(kw["task"], part, app=self._app).set(immutable=True) for part in parts],
+            app=self._app,
+            **self.options,
         )
 
     def __repr__(self) -> str:
@@ -378,8 +417,17 @@ class chunks(Signature):  # noqa: N801 - Celery's name
     def _copy_nested(self) -> None:
         self["kwargs"]["it"] = list(self["kwargs"]["it"])
 
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
         grp = self.group()
         grp._freeze(runner.app)
         grp._send(runner, args, kwargs, options, cont, ctx, group_id, group_index)

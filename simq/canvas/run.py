@@ -44,8 +44,9 @@ log = logging.getLogger("simq.canvas")
 INLINE_CHAIN = 8
 
 
-
-def send(app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> Any:
+def send(
+    app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
+) -> Any:
     """The entry point of every canvas send: copy, check, freeze, send; return the result handle."""
     validate(app, sig)
     work = _deep_copy(sig, app)
@@ -141,13 +142,16 @@ class Runner:
     ) -> dict[str, Any]:
         """Store the chord's record; return what its header tasks carry to report to it."""
         app = self.app
-        records.store(app, records.chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": _spec(header)})
+        records.store(
+            app, records.chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": _spec(header)}
+        )
         # "fail": what to mark FAILURE if the chord's record cannot be read back (the message is signed, the record may not be)
         fail = _fail_ids(app, body, cont, ctx)
         return {"id": cid, "size": _count(header), "fail": fail}
 
 
 # -- continuations: what follows a task in a chain ---------------------------------------------------
+
 
 def _make_cont(app: App, tasks: list[Signature], chain_id: str) -> list[Any]:
     """Short continuations ride in the message; long ones are stored once and referenced.
@@ -274,6 +278,7 @@ def _mark_failed(app: App, sig: Signature, exc: BaseException) -> None:
 
 
 # -- what the worker does after a task with an embedded canvas ---------------------------------------
+
 
 def on_success(worker: Worker, request: Request, retval: Any) -> None:
     """Send the callbacks and the next chain link, or report to the chord this task belongs to."""
@@ -438,14 +443,18 @@ def _fail_forward(
         _chord_report(app, ctx, parts, (exc, failed_id))
 
 
-def _fail_chord(app: App, cid: str, record: Mapping[str, Any], exc: BaseException, failed_id: str, name: str | None) -> None:
+def _fail_chord(
+    app: App, cid: str, record: Mapping[str, Any], exc: BaseException, failed_id: str, name: str | None
+) -> None:
     """A header task failed: the body never runs; it, its errbacks and what follows get that task's exception, noted."""
     from simq.task import Context
 
     body = from_dict(record["body"], app)
     body_id = _first_id(body)
     task = f"{name}[{failed_id}]" if name else failed_id
-    err = _noted(exc, f"simq: header task {task} of chord {cid} failed, so the chord's body {body.task}[{body_id}] never ran")
+    err = _noted(
+        exc, f"simq: header task {task} of chord {cid} failed, so the chord's body {body.task}[{body_id}] never ran"
+    )
     _mark_failed(app, body, err)
     errbacks = list(_listify(body["options"].get("link_error")))
     if errbacks:
@@ -459,6 +468,7 @@ def _first_id(sig: Signature) -> str:
 
 
 # -- map / starmap: the built-in tasks -------------------------------------------------------------
+
 
 def register_builtins(app: App) -> None:
     """``simq.map`` and ``simq.starmap``: the tasks behind ``task.map`` / ``task.starmap`` / ``task.chunks``."""
@@ -481,12 +491,15 @@ def register_builtins(app: App) -> None:
 
 # -- link= / link_error= on apply_async --------------------------------------------------------------
 
+
 def to_signature_dicts(app: App, value: Any) -> list[dict[str, Any]]:
     """``link=`` / ``link_error=`` values (one or a list) as plain dicts for the message."""
     items: Iterable[Any] = value if isinstance(value, list | tuple) and not isinstance(value, Signature) else [value]
     out = []
     for i, item in enumerate(items):
         sig = _as_signature(app, item)
-        validate(app, sig, f"link[{i}]." if not isinstance(value, Signature) and isinstance(value, list | tuple) else "")
+        validate(
+            app, sig, f"link[{i}]." if not isinstance(value, Signature) and isinstance(value, list | tuple) else ""
+        )
         out.append(dict(sig))
     return out
