@@ -316,3 +316,14 @@ class TestChordFailureEdges:
             with pytest.raises(KeyError):
                 r.get()
             assert r.parent.results[1].state == "PENDING"  # it was really gone when the chord ended
+
+    def test_the_note_names_a_chain_body_by_its_first_task(self, app):
+        add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
+        with app.simulate(seed=2, workers=1):
+            body = tsum.s() | add.s(1)
+            r = chord([add.s(1, 1), fail.s()], body)()
+            with pytest.raises(KeyError) as info:
+                r.get()
+        (note,) = info.value.__notes__
+        assert f"the chord's body chain (first task {r.parent.id}) never ran" in note
+        assert r.parent.parent.id in note  # the chord: its header group's id

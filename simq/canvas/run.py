@@ -392,7 +392,7 @@ def _call_errbacks(app: App, errbacks: Iterable[Any], context: Any, exc: BaseExc
 
 
 def on_failure(worker: Worker, request: Request, exc: BaseException, traceback: str) -> None:
-    """Call the errbacks; fail what the chain would have run next; fail the chord this task belongs to."""
+    """Call the errbacks; fail what the chain would have run next; report to the chord this task belongs to."""
     app = worker.app
     embed = request.message.embed
     errbacks = embed.get("errbacks")
@@ -402,7 +402,7 @@ def on_failure(worker: Worker, request: Request, exc: BaseException, traceback: 
 
 
 def on_revoked(worker: Worker, request: Request, exc: BaseException) -> None:
-    """The task expired before it ran: what it leads to never runs either (a chord it belongs to fails)."""
+    """The task expired before it ran: what it leads to never runs either; its chord counts it as failed."""
     embed = request.message.embed
     _fail_forward(worker.app, embed.get("chain") or [], embed.get("chord"), exc, request.id, [request.id])
 
@@ -452,9 +452,8 @@ def _fail_chord(
     body = from_dict(record["body"], app)
     body_id = _first_id(body)
     task = f"{name}[{failed_id}]" if name else failed_id
-    err = _noted(
-        exc, f"simq: header task {task} of chord {cid} failed, so the chord's body {body.task}[{body_id}] never ran"
-    )
+    what = f"{body.task}[{body_id}]" if body.subtask_type is None else f"{body.subtask_type} (first task {body_id})"
+    err = _noted(exc, f"simq: header task {task} of chord {cid} failed, so the chord's body {what} never ran")
     _mark_failed(app, body, err)
     errbacks = list(_listify(body["options"].get("link_error")))
     if errbacks:
