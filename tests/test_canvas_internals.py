@@ -78,6 +78,14 @@ class TestWireForm:
         # the nested group was unrolled into the header; the chain stays one member
         assert [type(t) for t in back.tasks[1].header.tasks] == [Signature, Signature, Signature, chain]
 
+    def test_chunks_in_a_group_stay_one_member_when_frozen_before_sending(self, app):
+        add = app.tasks["i.add"]
+        with app.simulate(seed=3):
+            g = group(add.s(1, 1), add.chunks([(1, 1), (2, 2)], 1))
+            assert g().get() == [2, [[2], [4]]]
+            g.freeze()  # turns the chunks into its group, in place
+            assert g.delay().get() == [2, [[2], [4]]]
+
     def test_a_group_nested_as_a_dict_is_unrolled_when_sent(self, app):
         add = app.tasks["i.add"]
         g = group(add.s(1, 1))

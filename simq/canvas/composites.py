@@ -186,7 +186,8 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
-        self["kwargs"]["tasks"] = _unroll(app, self.tasks)  # groups nested later, or as dicts (from the wire)
+        # groups nested later, or as dicts (from the wire); one with an id already is a chunks turned into its group
+        self["kwargs"]["tasks"] = _unroll(app, self.tasks, keep_frozen=True)
         members = self.tasks
         for i, t in enumerate(members):
             if isinstance(t, chunks):
@@ -255,13 +256,18 @@ class group(Signature):  # noqa: N801 - Celery's name
             checker.visit(t, f"{path}group[{i}].")
 
 
-def _unroll(app: App | None, tasks: Iterable[Any]) -> list[Signature]:
-    """Members with every nested group replaced by its own members, in order (chunks stay one member)."""
+def _unroll(app: App | None, tasks: Iterable[Any], keep_frozen: bool = False) -> list[Signature]:
+    """Members with every nested group replaced by its own members, in order (chunks stay one member).
+
+    With ``keep_frozen``, a nested group that has its id already stays one
+    member: freezing turns a ``chunks`` member into its group, so a canvas
+    frozen twice (``sig.freeze()``, then sent) must not unroll it then.
+    """
     out: list[Signature] = []
     for t in tasks:
         sig = _as_signature(app, t)
-        if isinstance(sig, group):
-            out.extend(_unroll(app, sig.tasks))
+        if isinstance(sig, group) and not (keep_frozen and sig.id is not None):
+            out.extend(_unroll(app, sig.tasks, keep_frozen))
         else:
             out.append(sig)
     return out
