@@ -104,7 +104,9 @@ class ChordError(SimqError):
 
     A chord whose header task failed raises *that task's* exception (with a
     note naming it and the chord), not this; simq raises ``ChordError`` when
-    a header result is FAILURE without a stored exception.
+    the body can never be sent (its message cannot be encoded or routed; the
+    error is the cause) or a header result is FAILURE without a stored
+    exception.
 
     ``ChordError(message, failed_task_id, cause)``: ``cause`` is the failed
     task's exception in its stored (dict) form; it comes back as

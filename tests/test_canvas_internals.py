@@ -335,3 +335,23 @@ class TestChordFailureEdges:
         (note,) = info.value.__notes__
         assert f"the chord's body chain (first task {r.parent.id}) never ran" in note
         assert r.parent.parent.id in note  # the chord: its header group's id
+
+    def test_a_body_that_cannot_be_sent_fails_the_chord_with_chord_error(self):
+        from simq.exceptions import EncodeError
+
+        app = App("unsendable", result_serializer="pickle", accept_content=["json", "pickle"])
+
+        @app.task(name="u.pair")
+        def pair():
+            return {1, 2}  # stored with pickle, but the body's message is json
+
+        @app.task(name="u.size")
+        def size(values):
+            return len(values)
+
+        with app.simulate(seed=2, workers=1):
+            r = chord([pair.s()], size.s())()
+            with pytest.raises(ChordError, match="could not be sent") as info:
+                r.get()
+            assert r.parent.results[0].get() == {1, 2}  # the header task itself succeeded
+        assert isinstance(info.value.__cause__, EncodeError)

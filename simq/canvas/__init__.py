@@ -24,8 +24,8 @@ How a canvas runs (see docs/canvas.md for the user's view):
   task in header order (a note, ``exc.add_note``, names that task, the chord
   and the body; notes are stored with results). The same header gives the
   same exception on every backend and for every seed. ``ChordError`` is left
-  for a header result that is FAILURE without a stored exception. No polling
-  anywhere.
+  for a body that can never be sent (encoding, routing) and a header result
+  that is FAILURE without a stored exception. No polling anywhere.
 - Nesting composes: groups nested in a group are unrolled (Celery's rule; a
   chain or chord stays one member); a group followed by anything in a chain
   is a chord; a chord followed by anything hands the continuation to its

@@ -29,7 +29,7 @@ from simq.canvas.signatures import (
     _listify,
     from_dict,
 )
-from simq.exceptions import ChordError, InvalidSignature
+from simq.exceptions import ChordError, InvalidSignature, RoutingError, SerializationError
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -358,8 +358,17 @@ def _end_chord(app: App, ctx: Mapping[str, Any], failure: tuple[BaseException, s
         _fail_chord(app, cid, record, failure[0], failure[1], None)
     else:
         body = from_dict(record["body"], app)
-        with app.batched_publishing():
-            _apply(app, body, (values,), {}, {}, list(record.get("cont") or []), record.get("ctx"))
+        try:
+            with app.batched_publishing():
+                _apply(app, body, (values,), {}, {}, list(record.get("cont") or []), record.get("ctx"))
+        except (SerializationError, RoutingError) as exc:  # it never can be sent (a broker that is down: redelivery)
+            log.error("chord %s: its body cannot be sent: %s", cid, exc)
+            unsent = ChordError(
+                f"chord {cid}: its body {_describe(body)} could not be sent ({type(exc).__name__}: {exc}), so it never ran",
+                None,
+                exception_to_dict(exc),
+            )
+            _fail_body(app, record, unsent)
     backend.incr(f"{key}.sent")
 
 
@@ -447,13 +456,23 @@ def _fail_chord(
     app: App, cid: str, record: Mapping[str, Any], exc: BaseException, failed_id: str, name: str | None
 ) -> None:
     """A header task failed: the body never runs; it, its errbacks and what follows get that task's exception, noted."""
+    body = from_dict(record["body"], app)
+    task = f"{name}[{failed_id}]" if name else failed_id
+    note = f"simq: header task {task} of chord {cid} failed, so the chord's body {_describe(body)} never ran"
+    _fail_body(app, record, _noted(exc, note))
+
+
+def _describe(body: Signature) -> str:
+    first = _first_id(body)
+    return f"{body.task}[{first}]" if body.subtask_type is None else f"{body.subtask_type} (first task {first})"
+
+
+def _fail_body(app: App, record: Mapping[str, Any], err: BaseException) -> None:
+    """The chord's body never runs: it, its errbacks and what follows it get ``err``."""
     from simq.task import Context
 
     body = from_dict(record["body"], app)
     body_id = _first_id(body)
-    task = f"{name}[{failed_id}]" if name else failed_id
-    what = f"{body.task}[{body_id}]" if body.subtask_type is None else f"{body.subtask_type} (first task {body_id})"
-    err = _noted(exc, f"simq: header task {task} of chord {cid} failed, so the chord's body {what} never ran")
     _mark_failed(app, body, err)
     errbacks = list(_listify(body["options"].get("link_error")))
     if errbacks:
