@@ -100,7 +100,13 @@ class Retry(SimqError):
 
 
 class ChordError(SimqError):
-    """A chord's header failed, so its body never ran.
+    """A chord could not end, and no header task's own exception says why.
+
+    A chord whose header task failed raises *that task's* exception (with a
+    note naming it and the chord), not this; simq raises ``ChordError`` when
+    the body can never be sent (its message cannot be encoded or routed; the
+    error is the cause) or a header result is FAILURE without a stored
+    exception.
 
     ``ChordError(message, failed_task_id, cause)``: ``cause`` is the failed
     task's exception in its stored (dict) form; it comes back as
@@ -196,7 +202,12 @@ def exception_to_dict(exc: BaseException) -> dict[str, Any]:
         json.dumps(args)
     except (TypeError, ValueError):
         args = [repr(a) for a in exc.args]
-    return {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": list(args)}
+    data: dict[str, Any] = {"exc_type": cls.__qualname__, "exc_module": cls.__module__, "exc_message": list(args)}
+    notes = getattr(exc, "__notes__", None)
+    if notes:
+        # PEP 678 notes (``exc.add_note``): what simq adds when a chord fails travels with the exception
+        data["exc_notes"] = [str(n) for n in notes]
+    return data
 
 
 def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
@@ -218,9 +229,14 @@ def exception_from_dict(data: Mapping[str, Any]) -> BaseException:
             cls = None
     if not (isinstance(cls, type) and issubclass(cls, BaseException)):
         cls = type(str(name).rsplit(".", 1)[-1], (SimqError,), {"__module__": str(module)})
+    exc: BaseException
     try:
-        return cls(*args)  # type: ignore[no-any-return]
+        exc = cls(*args)
     except Exception:  # noqa: BLE001 - exception classes with odd signatures
         exc = cls.__new__(cls)
         exc.args = tuple(args)
-        return exc  # type: ignore[no-any-return]
+    notes = data.get("exc_notes")
+    if isinstance(notes, list | tuple):
+        for n in notes:
+            exc.add_note(str(n))
+    return exc

@@ -71,11 +71,29 @@ class TestWireForm:
 
     def test_signature_round_trips_through_json_with_its_kind(self, app):
         add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
-        canvas = chain(add.s(1, 1), chord([add.s(1), group(add.s(2), add.s(3))], tsum.s()))
+        canvas = chain(add.s(1, 1), chord([add.s(1), group(add.s(2), add.s(3)), add.s(4) | add.s(5)], tsum.s()))
         back = from_dict(json.loads(json.dumps(canvas)), app)
         assert type(back) is chain
         assert type(back.tasks[1]) is chord
-        assert type(back.tasks[1].header.tasks[1]) is group
+        # the nested group was unrolled into the header; the chain stays one member
+        assert [type(t) for t in back.tasks[1].header.tasks] == [Signature, Signature, Signature, chain]
+
+    def test_chunks_in_a_group_stay_one_member_when_frozen_before_sending(self, app):
+        add = app.tasks["i.add"]
+        with app.simulate(seed=3):
+            g = group(add.s(1, 1), add.chunks([(1, 1), (2, 2)], 1))
+            assert g().get() == [2, [[2], [4]]]
+            g.freeze()  # turns the chunks into its group, in place
+            assert g.delay().get() == [2, [[2], [4]]]
+
+    def test_a_group_nested_as_a_dict_is_unrolled_when_sent(self, app):
+        add = app.tasks["i.add"]
+        g = group(add.s(1, 1))
+        g["kwargs"]["tasks"] = [*g["kwargs"]["tasks"], json.loads(json.dumps(group(add.s(2, 2), add.s(3, 3))))]
+        with app.simulate(seed=3):
+            result = g()
+            assert result.get() == [2, 4, 6]
+        assert len(result.results) == 3
 
     def test_map_is_a_task_signature_of_the_builtin(self, app):
         sig = xmap(app.tasks["i.tsum"], [range(3)])
@@ -95,7 +113,7 @@ class TestChordCounting:
             assert app.backend.incr(f"simq-chord-{r.parent.id}.done", 0) == 12
 
     def test_a_part_reporting_twice_counts_once(self, app):
-        from simq.canvas.run import _chord_part_done
+        from simq.canvas.run import _chord_report
 
         add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
         with app.simulate(seed=5, workers=1) as sim:
@@ -104,22 +122,54 @@ class TestChordCounting:
             first = r.parent.results[0]
             assert first.get() == 2
             # the same part reports again (as after a redelivery): the body must not fire early
-            _chord_part_done(app, {"id": r.parent.id, "size": 2}, first.id)
+            _chord_report(app, {"id": r.parent.id, "size": 2}, [first.id])
             assert not r.ready()
             assert r.get() == 6
 
-    def test_chord_error_is_counted_once_however_many_fail(self, app):
+    def test_a_failing_chord_ends_once_however_many_fail(self, app):
         add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
         with app.simulate(seed=5, workers=2) as sim:
-            r = chord([fail.s(), add.s(1, 1), fail.s(), fail.s()], tsum.s())()
-            with pytest.raises(ChordError) as info:
+            r = chord([add.s(1, 1), fail.s(), add.s(1, 1), fail.s(), fail.s()], tsum.s())()
+            with pytest.raises(KeyError) as info:
                 r.get()
             sim.run_until_idle()
-            assert app.backend.incr(f"simq-chord-{r.parent.id}.failed", 0) == 3
-        assert isinstance(info.value.__cause__, KeyError)
+            key = f"simq-chord-{r.parent.id}"
+            assert app.backend.incr(f"{key}.done", 0) == 5  # failed parts count too: the chord ends with its header
+            assert app.backend.incr(f"{key}.sent", 0) == 1
+        (note,) = info.value.__notes__
+        assert r.parent.results[1].id in note  # the first failed task in header order
+
+    def test_a_failed_chain_in_a_header_counts_for_every_part_it_stopped(self, app):
+        add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
+        with app.simulate(seed=5, workers=2):
+            # fail stops the chain before its group of two: one failure stands for both parts
+            r = chord([add.s(1, 1), fail.s() | group(add.s(1), add.s(2))], tsum.s())()
+            with pytest.raises(KeyError) as info:
+                r.get()
+        assert len(info.value.__notes__) == 2  # "never ran, because ... failed", then the chord's note
+
+    def test_the_failure_is_the_first_in_header_order_whatever_the_seed(self, app):
+        add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
+
+        @app.task(name="i.boom")
+        def boom(tag):
+            raise ValueError(tag)
+
+        seen = set()
+        for seed in range(8):
+            with app.simulate(seed=seed, workers=3):
+                header = [add.s(1, 1), boom.s("a").set(countdown=3), boom.s("b"), boom.s("c").set(countdown=1)]
+                with pytest.raises(ValueError) as info:
+                    chord(header, tsum.s())().get()
+            seen.add(info.value.args)
+        assert seen == {("a",)}
 
     def test_chord_error_survives_the_backend_round_trip(self):
-        err = ChordError("chord x: header task t1 failed", "t1", {"exc_type": "ValueError", "exc_module": "builtins", "exc_message": ["bad"]})
+        err = ChordError(
+            "chord x: header task t1 failed",
+            "t1",
+            {"exc_type": "ValueError", "exc_module": "builtins", "exc_message": ["bad"]},
+        )
         assert err.task_id == "t1"
         assert isinstance(err.__cause__, ValueError) and err.__cause__.args == ("bad",)
         assert str(err) == "chord x: header task t1 failed"
@@ -227,3 +277,81 @@ def test_a_chain_link_takes_its_root_and_parent_from_the_task_before_it():
     assert root == first and parent is None
     assert (root2, parent2) == (first, first)
     assert (root3, parent3) == (first, second)
+
+
+def test_a_nested_chord_with_an_empty_body_that_failed_fails_the_outer_chord():
+    app = App("empty_body")
+
+    @app.task(name="e.add")
+    def add(*xs):
+        return sum(xs)
+
+    @app.task(name="e.div")
+    def div(x, y):
+        return x // y
+
+    inner = chord([add.s(1), div.si(1, 0)], group([]))  # its body, an empty group, never runs: it is failed
+    with app.simulate(seed=1, workers=2):
+        with pytest.raises(ZeroDivisionError):
+            chord([inner, add.s(1, 1).set(countdown=5)], add.s())().get()  # a success reports last
+        assert chord([add.s(1, 1), chord([add.s(1)], group([]))], add.si(5))().get() == 5
+
+
+class TestChordFailureEdges:
+    def test_a_failure_record_without_an_exception_is_a_chord_error(self, app):
+        from simq import states
+
+        add, tsum = app.tasks["i.add"], app.tasks["i.tsum"]
+        with app.simulate(seed=2, workers=1) as sim:
+            r = chord([add.s(1, 1), add.s(2, 2).set(countdown=5)], tsum.s())()
+            sim.advance(1)
+            first = r.parent.results[0]
+            app.backend.store_result(first.id, "not an exception", states.FAILURE)  # as a foreign writer could
+            with pytest.raises(ChordError, match=first.id) as info:
+                r.get()
+        assert info.value.task_id == first.id
+        assert r.parent.id in info.value.__notes__[0]
+
+    def test_a_failure_whose_result_is_gone_still_fails_the_chord_with_its_exception(self, app):
+        add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
+
+        @app.task(name="i.forget")
+        def forget(request, exc, traceback):
+            app.backend._delete(request.id)  # the failure's record is gone before the chord ends (expired)
+
+        with app.simulate(seed=2, workers=1):
+            r = chord([add.s(1, 1), fail.s().set(countdown=5, link_error=forget.s())], tsum.s())()
+            with pytest.raises(KeyError):
+                r.get()
+            assert r.parent.results[1].state == "PENDING"  # it was really gone when the chord ended
+
+    def test_the_note_names_a_chain_body_by_its_first_task(self, app):
+        add, tsum, fail = app.tasks["i.add"], app.tasks["i.tsum"], app.tasks["i.fail"]
+        with app.simulate(seed=2, workers=1):
+            body = tsum.s() | add.s(1)
+            r = chord([add.s(1, 1), fail.s()], body)()
+            with pytest.raises(KeyError) as info:
+                r.get()
+        (note,) = info.value.__notes__
+        assert f"the chord's body chain (first task {r.parent.id}) never ran" in note
+        assert r.parent.parent.id in note  # the chord: its header group's id
+
+    def test_a_body_that_cannot_be_sent_fails_the_chord_with_chord_error(self):
+        from simq.exceptions import EncodeError
+
+        app = App("unsendable", result_serializer="pickle", accept_content=["json", "pickle"])
+
+        @app.task(name="u.pair")
+        def pair():
+            return {1, 2}  # stored with pickle, but the body's message is json
+
+        @app.task(name="u.size")
+        def size(values):
+            return len(values)
+
+        with app.simulate(seed=2, workers=1):
+            r = chord([pair.s()], size.s())()
+            with pytest.raises(ChordError, match="could not be sent") as info:
+                r.get()
+            assert r.parent.results[0].get() == {1, 2}  # the header task itself succeeded
+        assert isinstance(info.value.__cause__, EncodeError)

@@ -55,3 +55,37 @@ def test_reading_a_failed_result_through_the_backend_imports_nothing(planted):
         err = app.AsyncResult("t-1").get(propagate=False)
     assert not marker.exists()
     assert type(err).__name__ == "Boom" and err.args == ("x",)
+
+
+def test_notes_travel_with_the_exception():
+    from simq.backends.base import exception_to_dict
+
+    exc = KeyError("k")
+    exc.add_note("first note")
+    exc.add_note("second note")
+    data = json.loads(json.dumps(exception_to_dict(exc)))
+    back = exception_from_dict(data)
+    assert type(back) is KeyError and back.args == ("k",)
+    assert back.__notes__ == ["first note", "second note"]
+
+
+def test_an_exception_without_notes_stores_none():
+    from simq.backends.base import exception_to_dict
+
+    assert "exc_notes" not in exception_to_dict(ValueError("x"))
+    assert not hasattr(exception_from_dict(exception_to_dict(ValueError("x"))), "__notes__")
+
+
+def test_a_failed_tasks_notes_survive_the_result_backend():
+    app = App("exc-notes")
+
+    @app.task(name="n.fails")
+    def fails():
+        err = ValueError("bad")
+        err.add_note("why it failed")
+        raise err
+
+    with app.simulate(seed=1):
+        with pytest.raises(ValueError) as info:
+            fails.delay().get()
+    assert info.value.__notes__ == ["why it failed"]

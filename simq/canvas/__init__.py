@@ -16,20 +16,30 @@ How a canvas runs (see docs/canvas.md for the user's view):
   backend and referenced, so a chain of n links costs O(n), not O(n²).
 - A chord stores one record (body, continuation, outer chord) in the result
   backend and sends its header with ``embed["chord"] = {id, size}``. Every
-  header task that finishes bumps an atomic counter (``backend.incr``); the
-  one that brings it to ``size`` reads the header results in header order and
-  sends the body. A failing header task bumps a separate marker once and
-  fails the body with ``ChordError``. No polling anywhere.
-- Nesting composes: a group followed by anything in a chain is a chord; a
-  chord followed by anything hands the continuation to its body; a chain,
-  group or chord inside a chord header reports through its last tasks.
+  header task that finishes, succeeded or failed, counts once on an atomic
+  counter (``backend.count_part``; a failed chain link counts for every part
+  it stopped); the one that brings it to ``size`` reads the header results in
+  header order and sends the body, or, if one failed, fails the body, its
+  errbacks and what follows with the exception of the first failed header
+  task in header order (a note, ``exc.add_note``, names that task, the chord
+  and the body; notes are stored with results). The same header gives the
+  same exception on every backend and for every seed. ``ChordError`` is left
+  for a body that can never be sent (encoding, routing) and a header result
+  that is FAILURE without a stored exception. No polling anywhere.
+- Nesting composes: groups nested in a group are unrolled (Celery's rule; a
+  chain or chord stays one member); a group followed by anything in a chain
+  is a chord; a chord followed by anything hands the continuation to its
+  body; a chain or chord inside a chord header reports through its last
+  tasks.
+- Callbacks: ``group.link(cb)`` links an immutable copy of ``cb`` to the
+  group's first task (as Celery), ``group.link_error(eb)`` links ``eb`` to
+  every task; sending a group with ``link=`` is refused (use a chord).
 
 Modules: ``signatures`` (the values and their constructors), ``checks``
 (refusing bad canvases before sending), ``plan`` (freezing: ids, where each
 value lands, result handles), ``run`` (sending, continuations, chord
 counting, the worker's hooks, the map/starmap built-ins).
 """
-
 
 from simq.canvas.checks import validate
 from simq.canvas.composites import chain, chord, chunks, group

@@ -103,10 +103,23 @@ class chain(Signature):  # noqa: N801 - Celery's name
         return list(self["kwargs"].get("tasks") or [])
 
     def _copy_nested(self) -> None:
-        self["kwargs"]["tasks"] = [_deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []]
+        self["kwargs"]["tasks"] = [
+            _deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []
+        ]
 
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
+        if self.immutable:  # takes no parent result, as an immutable task
+            args, kwargs = (), {}
         tasks = self.tasks
         rest = runner.continuation(tasks[1:], self.id) + list(cont)
         tasks[0]._send(runner, args, kwargs, options, rest, ctx, group_id, group_index)
@@ -120,14 +133,18 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
 
 class group(Signature):  # noqa: N801 - Celery's name
-    """Run tasks in parallel; ``group(...)()`` returns a ``GroupResult`` whose ``get()`` keeps this order."""
+    """Run tasks in parallel; ``group(...)()`` returns a ``GroupResult`` whose ``get()`` keeps this order.
+
+    Groups nested in a group are unrolled, as Celery does: ``group(a, group(b, c))``
+    is ``group(a, b, c)`` (a chain or a chord in a group stays one member).
+    """
 
     kind = "group"
 
     def __init__(self, *tasks: Any, app: App | None = None, **options: Any) -> None:
         if len(tasks) == 1 and not isinstance(tasks[0], Mapping) and isinstance(tasks[0], Iterable):
             tasks = tuple(tasks[0])
-        members = [_as_signature(app, t) for t in tasks]
+        members = _unroll(app, tasks)
         app = app or next((t._app for t in members if t._app is not None), None)
         super().__init__("simq.group", (), {"tasks": members}, options, subtask_type="group", app=app)
 
@@ -146,12 +163,20 @@ class group(Signature):  # noqa: N801 - Celery's name
         return len(self["kwargs"].get("tasks") or [])
 
     def link(self, callback: Any) -> Signature:
-        raise InvalidSignature(
-            f"a group cannot take a link ({callback!r}); to run something after every member, use "
-            "chord(group, callback) or group | callback"
-        )
+        """As Celery does: an immutable copy of ``callback`` is linked to the group's *first* task only.
+
+        So it runs once, when that task succeeds, with no argument, whatever
+        the other members do. To run something with every member's result,
+        use ``chord(group, callback)`` or ``group | callback``.
+        """
+        tasks = self.tasks
+        if not tasks:
+            raise InvalidSignature(f"an empty group has no task to link {callback!r} to")
+        sig = _deep_copy(_as_signature(self._app, callback), self._app).set(immutable=True)
+        return tasks[0].link(sig)
 
     def link_error(self, errback: Any) -> Signature:
+        """As Celery does: ``errback`` is linked to every task of the group (so it may be called once per failed task)."""
         for t in self.tasks:
             t.link_error(errback)
         return _as_signature(self._app, errback)
@@ -161,6 +186,8 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
+        # groups nested later, or as dicts (from the wire); one with an id already is a chunks turned into its group
+        self["kwargs"]["tasks"] = _unroll(app, self.tasks, keep_frozen=True)
         members = self.tasks
         for i, t in enumerate(members):
             if isinstance(t, chunks):
@@ -192,10 +219,23 @@ class group(Signature):  # noqa: N801 - Celery's name
         return list(self["kwargs"].get("tasks") or [])
 
     def _copy_nested(self) -> None:
-        self["kwargs"]["tasks"] = [_deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []]
+        self["kwargs"]["tasks"] = [
+            _deep_copy(from_dict(t, self._app), self._app) for t in self["kwargs"].get("tasks") or []
+        ]
 
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
+        if self.immutable:  # takes no parent result, as an immutable task
+            args, kwargs = (), {}
         if cont:  # a group with something after it is a chord whose body is that
             nxt, rest = runner.pop(cont)
             as_chord = chord(self, nxt, app=runner.app)
@@ -214,6 +254,23 @@ class group(Signature):  # noqa: N801 - Celery's name
     def _check(self, checker: Checker, path: str) -> None:
         for i, t in enumerate(self["kwargs"].get("tasks") or []):
             checker.visit(t, f"{path}group[{i}].")
+
+
+def _unroll(app: App | None, tasks: Iterable[Any], keep_frozen: bool = False) -> list[Signature]:
+    """Members with every nested group replaced by its own members, in order (chunks stay one member).
+
+    With ``keep_frozen``, a nested group that has its id already stays one
+    member: freezing turns a ``chunks`` member into its group, so a canvas
+    frozen twice (``sig.freeze()``, then sent) must not unroll it then.
+    """
+    out: list[Signature] = []
+    for t in tasks:
+        sig = _as_signature(app, t)
+        if isinstance(sig, group) and not (keep_frozen and sig.id is not None):
+            out.extend(_unroll(app, sig.tasks, keep_frozen))
+        else:
+            out.append(sig)
+    return out
 
 
 class chord(Signature):  # noqa: N801 - Celery's name
@@ -298,8 +355,19 @@ class chord(Signature):  # noqa: N801 - Celery's name
         if kw.get("body") is not None:
             kw["body"] = _deep_copy(from_dict(kw["body"], self._app), self._app)
 
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
+        if self.immutable:  # takes no parent result, as an immutable task
+            args, kwargs = (), {}
         header = self.header
         body: Signature = self.body  # type: ignore[assignment]
         cid = header.id or runner.app.new_id()
@@ -310,7 +378,9 @@ class chord(Signature):  # noqa: N801 - Celery's name
         kw = self["kwargs"]
         checker.visit(kw.get("header"), f"{path}chord.header.")
         if kw.get("body") is None:
-            raise InvalidSignature(f"{path or 'canvas'}: a chord needs a body: chord(header, body) or chord(header)(body)")
+            raise InvalidSignature(
+                f"{path or 'canvas'}: a chord needs a body: chord(header, body) or chord(header)(body)"
+            )
         checker.visit(kw.get("body"), f"{path}chord.body.")
 
 
@@ -319,13 +389,17 @@ class chunks(Signature):  # noqa: N801 - Celery's name
 
     kind = "chunks"
 
-    def __init__(self, task: Any = None, it: Iterable[Any] = (), n: int = 1, app: App | None = None, **options: Any) -> None:
+    def __init__(
+        self, task: Any = None, it: Iterable[Any] = (), n: int = 1, app: App | None = None, **options: Any
+    ) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidSignature(f"chunks needs a chunk size of at least 1, got {n!r}")
         name = task if isinstance(task, str) else task.name
         app = app or (None if isinstance(task, str) else task.app)
         items = [_plain_item(i) for i in it]
-        super().__init__("simq.chunks", (), {"task": name, "it": items, "n": n}, options, subtask_type="chunks", app=app)
+        super().__init__(
+            "simq.chunks", (), {"task": name, "it": items, "n": n}, options, subtask_type="chunks", app=app
+        )
 
     def group(self) -> group:
         """The group of ``starmap`` tasks, one per chunk."""
@@ -333,7 +407,9 @@ class chunks(Signature):  # noqa: N801 - Celery's name
         items, n = list(kw["it"]), int(kw["n"])
         parts = [items[i : i + n] for i in range(0, len(items), n)]
         return group(
-            [xstarmap(kw["task"], part, app=self._app).set(immutable=True) for part in parts], app=self._app, **self.options
+            [xstarmap(kw["task"], part, app=self._app).set(immutable=True) for part in parts],
+            app=self._app,
+            **self.options,
         )
 
     def __repr__(self) -> str:
@@ -347,8 +423,17 @@ class chunks(Signature):  # noqa: N801 - Celery's name
     def _copy_nested(self) -> None:
         self["kwargs"]["it"] = list(self["kwargs"]["it"])
 
-    def _send(self, runner: Runner, args: tuple[Any, ...], kwargs: dict[str, Any], options: Mapping[str, Any],
-              cont: list[Any], ctx: Mapping[str, Any] | None, group_id: str | None, group_index: int | None) -> None:
+    def _send(
+        self,
+        runner: Runner,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: Mapping[str, Any],
+        cont: list[Any],
+        ctx: Mapping[str, Any] | None,
+        group_id: str | None,
+        group_index: int | None,
+    ) -> None:
         grp = self.group()
         grp._freeze(runner.app)
         grp._send(runner, args, kwargs, options, cont, ctx, group_id, group_index)

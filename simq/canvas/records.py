@@ -34,7 +34,7 @@ _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def chord_key(cid: str) -> str:
-    """The chord's record; its counters are this key with ``.done``, ``.part.<id>``, ``.sent`` and ``.failed``."""
+    """The chord's record; its counters are this key with ``.done``, ``.part.<id>`` (failed parts too) and ``.sent``."""
     return f"simq-chord-{cid}"
 
 

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from simq import states
-from simq.backends.base import exception_to_dict
+from simq.backends.base import ResultMeta, exception_from_dict, exception_to_dict
 from simq.calling import NO_LINEAGE, Lineage, check_options
 from simq.canvas import records
 from simq.canvas.checks import validate
-from simq.canvas.composites import chain, chunks
+from simq.canvas.composites import chain, chunks, group
 from simq.canvas.plan import count as _count
 from simq.canvas.plan import leaf_ids as _leaf_ids
 from simq.canvas.plan import prepare as _prepare
@@ -29,7 +29,7 @@ from simq.canvas.signatures import (
     _listify,
     from_dict,
 )
-from simq.exceptions import ChordError, InvalidSignature
+from simq.exceptions import ChordError, InvalidSignature, RoutingError, SerializationError
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -44,8 +44,9 @@ log = logging.getLogger("simq.canvas")
 INLINE_CHAIN = 8
 
 
-
-def send(app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]) -> Any:
+def send(
+    app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
+) -> Any:
     """The entry point of every canvas send: copy, check, freeze, send; return the result handle."""
     validate(app, sig)
     work = _deep_copy(sig, app)
@@ -57,6 +58,12 @@ def send(app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[s
         work = work.group()
     if work.subtask_type is not None:
         # link= / link_error= given when sending a canvas: chain -> its last task, chord -> its body
+        if isinstance(work, group) and options.get("link") is not None:
+            # as Celery: a callback for the whole group needs its results, which is a chord
+            raise InvalidSignature(
+                f"a group cannot be sent with link={options['link']!r}: to run it with every member's result, use "
+                "chord(group, callback) or group | callback (group.link(callback) links it to the first task only)"
+            )
         for cb in _listify(options.pop("link", None)):
             work.link(cb)
         for eb in _listify(options.pop("link_error", None)):
@@ -128,20 +135,23 @@ class Runner:
         """A group with no members is done when reached, with the value ``[]``."""
         self.app.backend.store_result(gid, [], states.SUCCESS, name="simq.group")
         if ctx:
-            _chord_part_done(self.app, ctx, gid)
+            _chord_report(self.app, ctx, [gid])
 
     def save_chord(
         self, cid: str, header: Signature, body: Signature, cont: list[Any], ctx: Mapping[str, Any] | None
     ) -> dict[str, Any]:
         """Store the chord's record; return what its header tasks carry to report to it."""
         app = self.app
-        records.store(app, records.chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": _spec(header)})
+        records.store(
+            app, records.chord_key(cid), {"body": body, "cont": list(cont), "ctx": ctx, "spec": _spec(header)}
+        )
         # "fail": what to mark FAILURE if the chord's record cannot be read back (the message is signed, the record may not be)
         fail = _fail_ids(app, body, cont, ctx)
         return {"id": cid, "size": _count(header), "fail": fail}
 
 
 # -- continuations: what follows a task in a chain ---------------------------------------------------
+
 
 def _make_cont(app: App, tasks: list[Signature], chain_id: str) -> list[Any]:
     """Short continuations ride in the message; long ones are stored once and referenced.
@@ -212,26 +222,52 @@ def _unreadable(app: App, err: InvalidSignature, fail: Iterable[Any], step: str)
             backend.mark_as_failure(task_id, err)
 
 
-def _collect(app: App, spec: Any) -> Any:
-    """The values a spec points at, in order (a chord's header results), read in one ``get_many``."""
+def _part_ids(spec: Any) -> list[str]:
+    """The ids that report to an enclosing chord for a spec: as many as ``plan.count`` says (an empty group: its own)."""
+    if isinstance(spec, Mapping):
+        children = spec["r"]
+        if not children:
+            return [str(spec["g"])]
+        return [part for child in children for part in _part_ids(child)]
+    return [str(spec)]
+
+
+def _collect(app: App, spec: Any) -> tuple[Any, ResultMeta | None]:
+    """The values a spec points at, in order (a chord's header results), read in one ``get_many``.
+
+    Also the first of them, in header order, that failed (FAILURE or REVOKED),
+    or None: the one whose exception a failed chord raises.
+    """
     ids: list[str] = []
 
     def gather(node: Any) -> None:
-        if isinstance(node, Mapping):
+        if isinstance(node, Mapping) and node["r"]:
             for child in node["r"]:
                 gather(child)
-        else:
-            ids.append(str(node))
+        else:  # a task, or an empty group: it keeps a record of its own ([], or the failure that stopped it)
+            ids.append(str(node["g"] if isinstance(node, Mapping) else node))
 
     gather(spec)
-    values = iter([meta.result for meta in app.backend.get_many(ids)])
+    metas = app.backend.get_many(ids)
+    failed = next((meta for meta in metas if meta.state in states.PROPAGATE_STATES), None)
+    values = iter([meta.result for meta in metas])
 
     def build(node: Any) -> Any:
         if isinstance(node, Mapping):
+            if not node["r"]:
+                value = next(values)
+                return value if isinstance(value, list) else []
             return [build(child) for child in node["r"]]
         return next(values)
 
-    return build(spec)
+    return build(spec), failed
+
+
+def _noted(exc: BaseException, note: str) -> BaseException:
+    """A copy of ``exc`` (as the result backend would give it back) with ``note`` added; ``exc`` is left alone."""
+    copy = exception_from_dict(exception_to_dict(exc))
+    copy.add_note(note)
+    return copy
 
 
 def _mark_failed(app: App, sig: Signature, exc: BaseException) -> None:
@@ -242,6 +278,7 @@ def _mark_failed(app: App, sig: Signature, exc: BaseException) -> None:
 
 
 # -- what the worker does after a task with an embedded canvas ---------------------------------------
+
 
 def on_success(worker: Worker, request: Request, retval: Any) -> None:
     """Send the callbacks and the next chain link, or report to the chord this task belongs to."""
@@ -261,44 +298,77 @@ def on_success(worker: Worker, request: Request, retval: Any) -> None:
             _apply(app, nxt, (retval,), {}, {}, rest, ctx)  # (a group next pops one more link before sending)
         except InvalidSignature as err:  # a stored link is missing or forged: it never runs, what it led to fails
             log.error("chain after task %s cannot go on: %s", request.id, err)
-            _fail_forward(app, cont, ctx, err, request.id)
+            _fail_forward(app, cont, ctx, err, request.id, [request.id])
         else:
             children.append(_spec(nxt))
     elif ctx:
-        _chord_part_done(app, ctx, request.id)
+        _chord_report(app, ctx, [request.id])
     if children:
         # ids and nested lists only: always plain json, whatever the task serializer
         records.save_children(app, request.id, children)
 
 
-def _chord_part_done(app: App, ctx: Mapping[str, Any], part_id: str) -> None:
-    """One header part finished; the part that completes the count sends the body.
+def _chord_report(
+    app: App, ctx: Mapping[str, Any], parts: Sequence[str], failure: tuple[BaseException, str] | None = None
+) -> None:
+    """Header parts finished (``failure``: the exception and task id, if they failed); the last report ends the chord.
 
-    A redelivered task (a worker died after finishing it) reports twice; the
-    per-part marker makes the second report count nothing, so the count never
-    runs ahead of the header. If the worker died between completing the count
-    and sending the body, the redelivered part finds the count complete and the
-    body not marked sent, and sends it (at least once, never zero times).
+    Every part counts once, failed or not, so a chord ends when its whole
+    header has: then the body is sent, or, if a header task failed, the chord
+    fails with the first failed one in header order (see ``_end_chord``).
+    A failed task stands for every part it stopped (``parts``: a chain's last
+    tasks). A redelivered task (a worker died after finishing it) reports
+    twice; the per-part marker makes the second report count nothing, so the
+    count never runs ahead of the header. If the worker died between
+    completing the count and ending the chord, the redelivered part finds the
+    count complete and the chord not marked ended, and ends it (at least
+    once, never zero times).
     """
     backend = app.backend
     key = records.chord_key(str(ctx["id"]))
     size = int(ctx["size"])
-    done = backend.count_part(f"{key}.done", f"{key}.part.{part_id}")
-    if done is None:  # counted before: only a body that never went out is our business
+    counts = [backend.count_part(f"{key}.done", f"{key}.part.{part}") for part in parts]
+    if size not in counts:
+        if any(count is not None for count in counts):
+            return
+        # counted before: only a chord that never ended is our business
         if backend.incr(f"{key}.done", 0) != size or backend.incr(f"{key}.sent", 0):
             return
-    elif done != size:
-        return
+    _end_chord(app, ctx, failure)
+
+
+def _end_chord(app: App, ctx: Mapping[str, Any], failure: tuple[BaseException, str] | None) -> None:
+    """The whole header is done: send the body with the header's values, or fail it with the first failed header task."""
+    backend = app.backend
+    cid = str(ctx["id"])
+    key = records.chord_key(cid)
     try:
         record = records.load(app, key)
-        values = _collect(app, record["spec"])  # header results are records too: verified before decoding
+        values, failed = _collect(app, record["spec"])  # header results are records too: verified before decoding
     except InvalidSignature as err:
-        _unreadable(app, err, ctx.get("fail", ()), f"chord {ctx['id']}")
+        _unreadable(app, err, ctx.get("fail", ()), f"chord {cid}")
         backend.incr(f"{key}.sent")
         return
-    body = from_dict(record["body"], app)
-    with app.batched_publishing():
-        _apply(app, body, (values,), {}, {}, list(record.get("cont") or []), record.get("ctx"))
+    if failed is not None:
+        exc = failed.result
+        if not isinstance(exc, BaseException):
+            exc = ChordError(f"chord {cid}: header task {failed.task_id} ended {failed.state}", failed.task_id)
+        _fail_chord(app, cid, record, exc, failed.task_id, failed.name)
+    elif failure is not None:  # a failure whose result is not in the backend (it expired): fail with what we have
+        _fail_chord(app, cid, record, failure[0], failure[1], None)
+    else:
+        body = from_dict(record["body"], app)
+        try:
+            with app.batched_publishing():
+                _apply(app, body, (values,), {}, {}, list(record.get("cont") or []), record.get("ctx"))
+        except (SerializationError, RoutingError) as exc:  # it never can be sent (a broker that is down: redelivery)
+            log.error("chord %s: its body cannot be sent: %s", cid, exc)
+            unsent = ChordError(
+                f"chord {cid}: its body {_describe(body)} could not be sent ({type(exc).__name__}: {exc}), so it never ran",
+                None,
+                exception_to_dict(exc),
+            )
+            _fail_body(app, record, unsent)
     backend.incr(f"{key}.sent")
 
 
@@ -331,63 +401,84 @@ def _call_errbacks(app: App, errbacks: Iterable[Any], context: Any, exc: BaseExc
 
 
 def on_failure(worker: Worker, request: Request, exc: BaseException, traceback: str) -> None:
-    """Call the errbacks; fail what the chain would have run next; fail the chord this task belongs to."""
+    """Call the errbacks; fail what the chain would have run next; report to the chord this task belongs to."""
     app = worker.app
     embed = request.message.embed
     errbacks = embed.get("errbacks")
     if errbacks:
         _call_errbacks(app, errbacks, request.context(), exc, traceback)
-    _fail_forward(app, embed.get("chain") or [], embed.get("chord"), exc, request.id)
+    _fail_forward(app, embed.get("chain") or [], embed.get("chord"), exc, request.id, [request.id])
 
 
 def on_revoked(worker: Worker, request: Request, exc: BaseException) -> None:
-    """The task expired before it ran: what it leads to never runs either (a chord it belongs to fails)."""
+    """The task expired before it ran: what it leads to never runs either; its chord counts it as failed."""
     embed = request.message.embed
-    _fail_forward(worker.app, embed.get("chain") or [], embed.get("chord"), exc, request.id)
+    _fail_forward(worker.app, embed.get("chain") or [], embed.get("chord"), exc, request.id, [request.id])
 
 
-def _fail_forward(app: App, cont: Sequence[Any], ctx: Mapping[str, Any] | None, exc: BaseException, failed_id: str) -> None:
+def _fail_forward(
+    app: App,
+    cont: Sequence[Any],
+    ctx: Mapping[str, Any] | None,
+    exc: BaseException,
+    failed_id: str,
+    parts: Sequence[str],
+) -> None:
+    """Fail what the chain would have run next, then report to the chord it belongs to.
+
+    ``parts`` are what the failed node reports as when nothing follows it
+    (its own id; a chord: its body's); otherwise the chain's last node reports.
+    """
+    parts = list(parts)
+    if cont:
+        exc = _noted(exc, f"simq: never ran, because task {failed_id} before it failed")
     for item in cont:
         if not _is_ref(item):
-            _mark_failed(app, from_dict(item, app), exc)
+            sig = from_dict(item, app)
+            _mark_failed(app, sig, exc)
+            parts = _part_ids(_spec(sig))
             continue
         try:
             links = list(_iter_ref(app, item))
         except InvalidSignature as err:
             _unreadable(app, err, item.get("fail", ()), f"chain after task {failed_id}")
+            parts = [str(i) for i in item.get("fail", ())] or parts
             continue
         for sig in links:
             _mark_failed(app, sig, exc)
+        if links:
+            parts = _part_ids(_spec(links[-1]))
     if ctx:
-        _chord_failed(app, ctx, exc, failed_id)
+        _chord_report(app, ctx, parts, (exc, failed_id))
 
 
-def _chord_failed(app: App, ctx: Mapping[str, Any], exc: BaseException, failed_id: str) -> None:
-    """A header task failed: fail the body with ChordError, once, however many header tasks fail."""
+def _fail_chord(
+    app: App, cid: str, record: Mapping[str, Any], exc: BaseException, failed_id: str, name: str | None
+) -> None:
+    """A header task failed: the body never runs; it, its errbacks and what follows get that task's exception, noted."""
+    body = from_dict(record["body"], app)
+    task = f"{name}[{failed_id}]" if name else failed_id
+    note = f"simq: header task {task} of chord {cid} failed, so the chord's body {_describe(body)} never ran"
+    _fail_body(app, record, _noted(exc, note))
+
+
+def _describe(body: Signature) -> str:
+    first = _first_id(body)
+    return f"{body.task}[{first}]" if body.subtask_type is None else f"{body.subtask_type} (first task {first})"
+
+
+def _fail_body(app: App, record: Mapping[str, Any], err: BaseException) -> None:
+    """The chord's body never runs: it, its errbacks and what follows it get ``err``."""
     from simq.task import Context
 
-    cid = str(ctx["id"])
-    if app.backend.incr(f"{records.chord_key(cid)}.failed") != 1:
-        return
-    try:
-        record = records.load(app, records.chord_key(cid))
-    except InvalidSignature as unreadable:
-        _unreadable(app, unreadable, ctx.get("fail", ()), f"chord {cid}")
-        return
     body = from_dict(record["body"], app)
-    cause = exc.__cause__ if isinstance(exc, ChordError) and exc.__cause__ is not None else exc
-    err = ChordError(
-        f"chord {cid}: header task {failed_id} failed with {type(cause).__name__}: {cause}; the body never ran",
-        failed_id,
-        exception_to_dict(cause),
-    )
-    err.__cause__ = cause
+    body_id = _first_id(body)
     _mark_failed(app, body, err)
     errbacks = list(_listify(body["options"].get("link_error")))
     if errbacks:
-        context = Context(id=_first_id(body), task=body.task, called_directly=False)
+        context = Context(id=body_id, task=body.task, called_directly=False)
         _call_errbacks(app, errbacks, context, err, None)
-    _fail_forward(app, list(record.get("cont") or []), record.get("ctx"), err, failed_id)
+    _fail_forward(app, list(record.get("cont") or []), record.get("ctx"), err, body_id, _part_ids(_spec(body)))
 
 
 def _first_id(sig: Signature) -> str:
@@ -395,6 +486,7 @@ def _first_id(sig: Signature) -> str:
 
 
 # -- map / starmap: the built-in tasks -------------------------------------------------------------
+
 
 def register_builtins(app: App) -> None:
     """``simq.map`` and ``simq.starmap``: the tasks behind ``task.map`` / ``task.starmap`` / ``task.chunks``."""
@@ -417,12 +509,15 @@ def register_builtins(app: App) -> None:
 
 # -- link= / link_error= on apply_async --------------------------------------------------------------
 
+
 def to_signature_dicts(app: App, value: Any) -> list[dict[str, Any]]:
     """``link=`` / ``link_error=`` values (one or a list) as plain dicts for the message."""
     items: Iterable[Any] = value if isinstance(value, list | tuple) and not isinstance(value, Signature) else [value]
     out = []
     for i, item in enumerate(items):
         sig = _as_signature(app, item)
-        validate(app, sig, f"link[{i}]." if not isinstance(value, Signature) and isinstance(value, list | tuple) else "")
+        validate(
+            app, sig, f"link[{i}]." if not isinstance(value, Signature) and isinstance(value, list | tuple) else ""
+        )
         out.append(dict(sig))
     return out
