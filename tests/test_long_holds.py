@@ -1,4 +1,4 @@
-"""RabbitMQ and long holds: channel closes, the 16-bit prefetch, and eta messages due after ``max_hold``.
+"""Long holds on the deployed worker: channel closes, the 16-bit prefetch, ``max_hold``, a day-long countdown.
 
 RabbitMQ closes a channel that holds a delivery longer than its
 ``consumer_timeout`` (30 minutes by default) with 406 PRECONDITION_FAILED,
@@ -116,5 +116,37 @@ def test_an_eta_beyond_max_hold_waits_in_the_broker_and_runs_once_when_due(tmp_p
         assert 2 <= log.count("deferred: due in") <= 4, log
         assert project.side_list("inner") == ["7"]
         assert log.count(f"Task inner[{result.id}] succeeded") == 1, log
+    finally:
+        project.close()
+
+
+@pytest.mark.parametrize("kind", ["amqp", "redis"])
+def test_a_countdown_of_a_day_is_kept_and_the_worker_goes_on(tmp_path, kind):
+    """RabbitMQ: parked in the wait queue (default max_hold 900 s), not held; Redis: held, its prefetch widened."""
+    require(kind)
+    project = _Deployed(tmp_path, kind)
+    try:
+        worker = project.worker("-c", "4")
+        project.wait_log(r"ready, consuming")
+        later = project.app.tasks["inner"].apply_async((1,), countdown=86400)
+        assert project.app.tasks["inner"].delay(2).get(timeout=30) == 2
+        with project.app.connection() as conn:
+            if kind == "amqp":
+                project.wait_log(rf"inner\[{later.id}\] deferred: due in 8640\d s")
+                deadline = time.monotonic() + 10
+                while conn.queue_depth("celery.simq-wait") != 1 and time.monotonic() < deadline:
+                    time.sleep(0.1)
+                assert conn.queue_depth("celery.simq-wait") == 1
+            else:
+                assert "deferred" not in project.log()
+            assert conn.queue_depth("celery") == 0
+        assert worker.poll() is None
+        assert project.side_list("inner") == ["2"]
+        assert later.state == "PENDING"
+        project.stop()
+        with project.app.connection() as conn:  # Redis: the held message went back on the way out
+            assert conn.queue_depth("celery") == (1 if kind == "redis" else 0)
+            if kind == "amqp":
+                conn.delete_queue("celery.simq-wait")
     finally:
         project.close()
