@@ -77,3 +77,43 @@ def test_simple_request_from_request_copies_the_call():
     (req,) = got
     assert req == SimpleRequest(r.id, one.name, (1, "a"), {"k": [2]}, req.delivery_info, "worker-1")
     assert req.delivery_info["priority"] == 3 and req.delivery_info["redelivered"] is False
+
+
+def test_concurrent_batches_each_keep_their_own_mark_guard():
+    """Two batches running at once in a threads pool: each body marks its own ids (the guard is per thread).
+
+    With one guard on the shared backend, the batch that started last refused the
+    other's ids ("that id is not in the running batch"), as seen on `simq worker -c 4`.
+    """
+    import threading
+
+    from simq.batches import BatchError, _Guard
+
+    backend = App("guards").backend
+    both_set = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def body(own: str) -> None:
+        backend.mark_guard = _Guard({own: None}, "t.batch")
+        both_set.wait()  # both guards are installed before either body marks
+        try:
+            backend.mark_as_done(own, own.upper())
+        except BatchError as exc:
+            errors.append(exc)
+        finally:
+            both_set.wait()  # neither body ends before both marked
+            backend.mark_guard = None
+
+    threads = [threading.Thread(target=body, args=(own,)) for own in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [backend.get_meta(i).result for i in ("a", "b")] == ["A", "B"]
+    with pytest.raises(BatchError, match="not in the running batch"):  # the guard still refuses a stranger
+        backend.mark_guard = _Guard({"a": None}, "t.batch")
+        try:
+            backend.mark_as_done("z", 1)
+        finally:
+            backend.mark_guard = None

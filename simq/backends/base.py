@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -90,8 +91,19 @@ class Backend:
     signer: Signer | None = None
     """Signs every record and verifies it before decoding, when the app has a ``security_key``."""
     on_change: list[Callable[[str, ResultMeta], None]] = attrs.field(factory=list, init=False)
-    mark_guard: Callable[[str, Any], None] | None = attrs.field(default=None, init=False)
-    """Consulted by ``mark_as_done`` while a batch body runs (simq.batches); may refuse an id."""
+    _guards: threading.local = attrs.field(factory=threading.local, init=False, repr=False)
+
+    @property
+    def mark_guard(self) -> Callable[[str, Any], None] | None:
+        """Consulted by ``mark_as_done`` while a batch body runs in this thread (simq.batches); may refuse an id.
+
+        Per thread: batches of a threads-pool worker run at once, each with its own guard.
+        """
+        return getattr(self._guards, "guard", None)
+
+    @mark_guard.setter
+    def mark_guard(self, guard: Callable[[str, Any], None] | None) -> None:
+        self._guards.guard = guard
 
     def __attrs_post_init__(self) -> None:
         # checked here rather than by an attrs converter, which would put a hook on every attribute write
