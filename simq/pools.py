@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from simq.exceptions import ConfigurationError
 from simq.executor import Executor, Outcome
 
 if TYPE_CHECKING:
@@ -117,6 +118,19 @@ class ThreadPool(Pool):
             thread.start()
             self._threads.append(thread)
 
+    def _await_ready(self, child: _Child, timeout: float) -> None:
+        """Wait for ``child``'s word that it built the app; PoolStartError if it could not."""
+        try:
+            if not child.conn.poll(timeout):
+                raise PoolStartError(f"pool child {child.index + 1} did not build the app within {timeout:g} s")
+            word, detail = child.conn.recv()
+        except (EOFError, OSError) as exc:
+            child.process.join(timeout=5)
+            raise PoolStartError(f"pool child {child.index + 1} exited while building the app (exit code {child.process.exitcode})") from exc
+        if word != "ready":
+            raise PoolStartError(f"pool child {child.index + 1} cannot build the app: {detail}")
+        child.ready = True
+
     def free(self) -> int:
         return self._slots.free()
 
@@ -175,6 +189,11 @@ class _Child:
     index: int
     process: Any
     conn: Connection
+    ready: bool = False  # it built its app and said so; jobs go to it only then
+
+
+class PoolStartError(ConfigurationError):
+    """A pool child could not build the app (its import failed, or it did not answer in time)."""
 
 
 @attrs.define(eq=False)
@@ -190,9 +209,23 @@ class ProcessPool(Pool):
     _context: Any = attrs.field(factory=lambda: multiprocessing.get_context("spawn"), init=False)
     _closing: bool = attrs.field(default=False, init=False)
 
+    ready_timeout: float = 120.0
+
     def __attrs_post_init__(self) -> None:
         self._slots = _Slots(self.size)
         self._children = [self._spawn(index) for index in range(self.size)]
+        # The worker consumes only once every child can run a job: a message fetched before
+        # that would wait in this process while other workers could run it, and an app the
+        # children cannot import is a start-up error, not a crash loop at the first task.
+        try:
+            for child in self._children:
+                self._await_ready(child, self.ready_timeout)
+        except PoolStartError:
+            self._closing = True
+            for child in self._children:
+                child.process.kill()
+                child.process.join(timeout=5)
+            raise
         for index in range(self.size):
             thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-child-{index + 1}", daemon=True)
             thread.start()
@@ -210,6 +243,19 @@ class ProcessPool(Pool):
         process.start()
         child_end.close()
         return _Child(index, process, parent_end)
+
+    def _await_ready(self, child: _Child, timeout: float) -> None:
+        """Wait for ``child``'s word that it built the app; PoolStartError if it could not."""
+        try:
+            if not child.conn.poll(timeout):
+                raise PoolStartError(f"pool child {child.index + 1} did not build the app within {timeout:g} s")
+            word, detail = child.conn.recv()
+        except (EOFError, OSError) as exc:
+            child.process.join(timeout=5)
+            raise PoolStartError(f"pool child {child.index + 1} exited while building the app (exit code {child.process.exitcode})") from exc
+        if word != "ready":
+            raise PoolStartError(f"pool child {child.index + 1} cannot build the app: {detail}")
+        child.ready = True
 
     def free(self) -> int:
         return self._slots.free()
@@ -243,10 +289,12 @@ class ProcessPool(Pool):
     def _run(self, index: int, wire: Any) -> Outcome:
         child = self._children[index]
         try:
+            if not child.ready:  # a replacement child: its word comes first
+                self._await_ready(child, self.ready_timeout)
             child.conn.send(wire)
             outcome: Outcome = child.conn.recv()
             return outcome
-        except (EOFError, OSError) as exc:
+        except (EOFError, OSError, PoolStartError) as exc:
             child.process.join(timeout=5)
             code = child.process.exitcode
             how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
@@ -302,14 +350,24 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
     from simq.loading import load_app
     from simq.worker import Request
 
-    app = load_app(spec.app)
-    if spec.broker:
-        app.conf.broker_url = spec.broker
-    app.set_current()
-    from simq import signals
+    try:
+        app = load_app(spec.app)
+        if spec.broker:
+            app.conf.broker_url = spec.broker
+        app.set_current()
+        from simq import signals
 
-    signals.worker_process_init.send(sender=None)
-    executor = Executor(app, app.backend, WallClock(), spec.hostname)
+        signals.worker_process_init.send(sender=None)
+        executor = Executor(app, app.backend, WallClock(), spec.hostname)
+    except Exception as exc:
+        log.exception("pool child: cannot build the app %r", spec.app)
+        with contextlib.suppress(EOFError, OSError):
+            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
+        return
+    try:
+        conn.send(("ready", None))
+    except (EOFError, OSError):
+        return  # the parent is gone
     while True:
         try:
             job = conn.recv()

@@ -97,6 +97,17 @@ for _signal in (signals.task_received, signals.task_prerun, signals.task_success
     _signal.connect(_heard)
 
 
+@signals.worker_process_init.connect
+def _child_built(**kwargs):
+    side.rpush(SIDE + ":children", os.getpid())
+
+
+import multiprocessing
+
+if multiprocessing.parent_process() is not None and os.environ.get("SIMQ_TEST_CHILD_FAILS"):
+    raise RuntimeError("this module refuses to load in a pool child")
+
+
 @app.task(name="sleepy", bind=True)
 def sleepy(self, seconds):
     side.rpush(SIDE + ":started", self.request.id)
@@ -312,6 +323,23 @@ class TestProcessesPool:
         while time.monotonic() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
             time.sleep(0.05)
         assert not [c for c in children if Path(f"/proc/{c}").exists()], "children outlived their parent"
+
+    def test_the_worker_is_ready_only_when_every_child_built_the_app(self, deployed):
+        # consuming before the children can run a job would hold messages another worker could run
+        deployed.worker("-P", "processes", "-c", "4")
+        deployed.wait_log("ready, consuming")
+        assert len(deployed.side_list("children")) == 4
+
+    def test_a_child_that_cannot_build_the_app_stops_the_worker_at_start(self, tmp_path, broker):
+        project = _Deployed(tmp_path, broker, {"SIMQ_TEST_CHILD_FAILS": "1"})
+        try:
+            proc = project.worker("-P", "processes", "-c", "2")
+            assert proc.wait(timeout=60) == 2
+            log = project.log()
+            assert "cannot build the app: RuntimeError: this module refuses to load in a pool child" in log
+            assert "ready, consuming" not in log
+        finally:
+            project.close()
 
     def test_the_broker_url_is_on_no_childs_command_line(self, deployed):
         proc = deployed.worker("-P", "processes", "-c", "2", "--broker", deployed.broker)
