@@ -298,3 +298,40 @@ class TestRedisGone:
         with pytest.raises(BrokerUnavailable, match="with 2 write"):
             rb.close()
         own_redis.start()  # for the fixture's teardown
+
+
+@pytest.mark.parametrize("broker", ["amqp", "redis"])
+def test_what_a_thread_wrote_is_stored_before_its_next_send_reaches_the_broker(namespace, reader, broker):
+    """A chord's record put while writes are deferred (a canvas task's success) is in Redis before its header is sent.
+
+    Else a header task run by another pool slot reads no record: "canvas record
+    'simq-chord-...' is missing from the result backend", seen on `simq worker -c 4`.
+    """
+    from conformance.harness import broker_url, delete_app_data
+    from simq import signals
+
+    require(broker)
+    app = App(
+        "ordered",
+        broker=with_namespace(broker_url(broker), namespace),
+        backend=with_namespace(result_url("redis"), namespace),
+    )
+
+    @app.task(name="header")
+    def header():
+        return 1
+
+    seen: list[bytes | None] = []
+
+    def on_the_broker(sender=None, **kwargs):
+        seen.append(reader.get_record("simq-chord-ordered"))  # another connection: what another worker reads
+
+    signals.after_task_publish.connect(on_the_broker)
+    try:
+        with app.backend.deferred_writes():
+            app.backend.put_record("simq-chord-ordered", b"the body")
+            header.delay()
+        assert seen == [b"the body"]
+    finally:
+        signals.after_task_publish.disconnect(on_the_broker)
+        delete_app_data(app)
