@@ -12,6 +12,12 @@ On a real broker every app gets a fresh namespace (``?namespace=...`` on the
 broker and result URLs), so tests never see each other's queues or results,
 and its workers run in background threads on the wall clock, started by the
 app's first send (so every task is defined by then).
+
+Deployed-worker backends (``worker-threads:amqp``, ``worker-processes:redis``,
+``workers-2:redis``, ``worker-threads:<URL>``...) run the workers as real
+``simq worker`` processes instead (:mod:`conformance.deployed`). What a task
+records for the test to read goes in ``backend.record()``, a list both
+processes see.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
+from conformance.deployed import DeployedRun, SharedList
+from conformance.deployed import split as split_deployed
 from simq import App
 from simq.connection import ProducerPool
 from simq.memory.simulation import Simulation
@@ -41,6 +49,9 @@ EXTRAS = {"amqp": "amqp", "redis": "redis"}
 
 def broker_url(name: str) -> str:
     """The broker URL a backend name stands for."""
+    deployed = split_deployed(name)
+    if deployed is not None:
+        return broker_url(deployed[1])
     if "://" in name:
         return name
     if name == "amqp":
@@ -51,10 +62,23 @@ def broker_url(name: str) -> str:
 
 
 def result_url(name: str) -> str:
-    """Where results go for a real-broker backend: Redis for amqp/redis, else ``SIMQ_RESULT_URL`` or memory."""
+    """Where results go for a real-broker backend: Redis for amqp/redis, else ``SIMQ_RESULT_URL`` or memory.
+
+    A deployed-worker backend on a third-party broker keeps its results in Redis
+    unless ``SIMQ_RESULT_URL`` says otherwise: memory does not cross processes.
+    """
+    deployed = split_deployed(name)
+    if deployed is not None:
+        name = deployed[1] if deployed[1] in REAL_BACKENDS else "redis"
     if name in REAL_BACKENDS:
         return os.environ.get("SIMQ_RESULT_URL", os.environ.get("SIMQ_REDIS_URL", "redis://127.0.0.1:6379/0"))
     return os.environ.get("SIMQ_RESULT_URL", "memory://")
+
+
+def app_urls(name: str, base: str, index: int) -> tuple[str, str, str]:
+    """Broker URL, result URL and namespace of the ``index``-th app of a test on backend ``name``."""
+    namespace = f"{base}x{index}"
+    return with_namespace(broker_url(name), namespace), with_namespace(result_url(name), namespace), namespace
 
 
 def with_namespace(url: str, namespace: str) -> str:
@@ -70,6 +94,9 @@ def unavailable(name: str) -> str | None:
     """Why backend ``name`` cannot run here (missing extra, broker down), or None if it can."""
     if name in BUILTIN_BACKENDS:
         return None
+    deployed = split_deployed(name)
+    if deployed is not None and deployed[1] != "redis":
+        return unavailable(deployed[1]) or unavailable("redis")  # records and counters live in Redis
     from simq.exceptions import SimqError
     from simq.transport import load_transport
 
@@ -121,7 +148,7 @@ def delete_app_data(app: App) -> None:
     backend = app.backend
     if hasattr(backend, "delete_namespace"):
         backend.delete_namespace()
-        backend.close()
+        getattr(backend, "close", lambda: None)()
 
 
 @attrs.define(eq=False)
@@ -220,10 +247,27 @@ class Harness:
 
     name: str
     seed: int = 0
+    test: dict[str, Any] | None = None  # module, qualname and parameters: what a deployed worker re-runs
+    _base: str = attrs.field(factory=lambda: f"t{uuid.uuid4().hex[:12]}")
+    _records: int = 0
     _cleanups: list[Callable[[], None]] = attrs.field(factory=list)
     _sims: list[Simulation] = attrs.field(factory=list)
     _apps: list[App] = attrs.field(factory=list)
-    _runs: dict[int, _RealRun] = attrs.field(factory=dict)
+    _runs: dict[int, _RealRun | DeployedRun] = attrs.field(factory=dict)
+
+    @property
+    def deployed(self) -> bool:
+        """True where the workers are ``simq worker`` processes (only ``record()`` lists cross to them)."""
+        return split_deployed(self.name) is not None
+
+    def record(self) -> list[Any] | SharedList:
+        """A list the test's tasks append to and the test reads: shared with the worker processes when deployed."""
+        self._records += 1
+        if not self.deployed:
+            return []
+        shared = SharedList(f"simq-conformance:{self._base}:record:{self._records}")
+        self._cleanups.append(shared.delete)
+        return shared
 
     @property
     def virtual(self) -> bool:
@@ -245,14 +289,21 @@ class Harness:
         finally:
             transport.close()
 
-    def app(self, *, workers: int = 1, queues: list[str] | None = None, prefetch_multiplier: int | None = None, **config: Any) -> App:
-        """A fresh app on this backend; define tasks on it, then send."""
+    def app(
+        self, *, workers: int | None = None, queues: list[str] | None = None, prefetch_multiplier: int | None = None, **config: Any
+    ) -> App:
+        """A fresh app on this backend; define tasks on it, then send.
+
+        ``workers`` (default: the backend's own, one in-process, two for
+        ``workers-2:``) and ``queues`` are the workers' to start with;
+        ``worker_concurrency`` in ``config`` sets a deployed worker's ``-c``.
+        """
         name = f"conformance-{len(self._apps)}"
         if self.name == "eager":
             app = App(name, task_always_eager=True, task_eager_seed=self.seed, **config)
         elif self.name == "simulated":
             app = App(name, **config)
-            sim = app.simulate(seed=self.seed, workers=workers, queues=queues, prefetch_multiplier=prefetch_multiplier)
+            sim = app.simulate(seed=self.seed, workers=workers or 1, queues=queues, prefetch_multiplier=prefetch_multiplier)
             sim.__enter__()
             self._sims.append(sim)
             self._cleanups.append(lambda: sim.__exit__(None, None, None))
@@ -261,13 +312,21 @@ class Harness:
         self._apps.append(app)
         return app
 
-    def _real_app(self, name: str, workers: int, queues: list[str] | None, prefetch_multiplier: int | None, config: dict[str, Any]) -> App:
+    def _real_app(self, name: str, workers: int | None, queues: list[str] | None, prefetch_multiplier: int | None, config: dict[str, Any]) -> App:
         require(self.name)
-        namespace = f"t{uuid.uuid4().hex[:12]}"
-        broker = with_namespace(broker_url(self.name), namespace)
-        results = with_namespace(result_url(self.name), namespace)
+        index = len(self._apps)
+        broker, results, namespace = app_urls(self.name, self._base, index)
         app = App(name, broker=broker, backend=results, **config)
-        run = _RealRun(app, workers, queues, prefetch_multiplier, namespace)
+        run: _RealRun | DeployedRun
+        deployed = split_deployed(self.name)
+        if deployed is not None:
+            if self.test is None:
+                raise ValueError("a deployed-worker backend needs the test to re-run in the worker (Harness(test=...))")
+            spec = dict(self.test, backend=self.name, base=self._base, app=index)
+            concurrency = config.get("worker_concurrency")
+            run = DeployedRun(app, deployed[0], spec, namespace, queues, prefetch_multiplier, workers, concurrency)
+        else:
+            run = _RealRun(app, workers or 1, queues, prefetch_multiplier, namespace)
         limit = int(app.conf.broker_pool_limit)
 
         def connect(timeout: float | None) -> Transport:
@@ -293,8 +352,17 @@ class Harness:
         driver = app.simulation
         if driver is not None:
             return list(driver.worker_list)
-        run = self._runs.get(id(app))
+        run = self._in_process(app)
         return list(run.started) if run is not None else []
+
+    def _in_process(self, app: App) -> _RealRun | None:
+        run = self._runs.get(id(app))
+        if isinstance(run, DeployedRun):
+            raise TypeError(
+                f"backend {self.name!r} runs its workers as processes: a test that needs Worker objects "
+                "carries @pytest.mark.simq_in_process(reason)"
+            )
+        return run
 
     def add_worker(self, app: App | None = None, *, prefetch_multiplier: int | None = None) -> Worker:
         """Start one more worker for ``app`` (simulated: in the simulation; real broker: in a thread)."""
@@ -302,7 +370,8 @@ class Harness:
         driver = app.simulation
         if driver is not None:
             return driver.add_worker(prefetch_multiplier=prefetch_multiplier)
-        run = self._runs[id(app)]
+        run = self._in_process(app)
+        assert run is not None
         run.ensure_started()
         return run.add_worker(prefetch_multiplier)
 
@@ -312,7 +381,9 @@ class Harness:
         if app.simulation is not None:
             worker.crash()
             return
-        self._runs[id(app)].crash(worker)
+        run = self._in_process(app)
+        assert run is not None
+        run.crash(worker)
 
     def wait_until(self, predicate: Callable[[], bool], app: App | None = None, timeout: float = 30.0) -> None:
         """Run (simulated) or wait (real broker, wall-clock ``timeout``) until ``predicate()`` holds."""
@@ -326,6 +397,8 @@ class Harness:
         while not predicate():
             if run is not None and run.errors:
                 raise run.errors[0]
+            if isinstance(run, DeployedRun):
+                run.check()
             if time.monotonic() > deadline:
                 raise AssertionError(f"backend {self.name!r}: condition not met within {timeout} s")
             time.sleep(0.02)
@@ -338,7 +411,11 @@ class Harness:
             driver.shutdown()
             return
         run = self._runs.get(id(app))
-        if run is not None:
+        if isinstance(run, DeployedRun):
+            run.stop()
+            if run.errors:
+                raise run.errors[0]
+        elif run is not None:
             run.stop.set()
             for thread in run.threads:
                 thread.join(timeout=30)

@@ -9,6 +9,9 @@ Markers a conformance test may carry:
 
 - ``simq_virtual_only(reason)``: needs virtual time (a countdown of a day);
   skipped on real brokers with the reason.
+- ``simq_in_process(reason)``: needs the ``Worker`` objects in the test's
+  process (their stats, crashing one); skipped on deployed-worker backends
+  with the reason.
 - ``simq_capability(name)``: exercises one transport capability; where the
   transport says ``"none"`` the test is skipped as unsupported, and where it
   says ``"emulated"`` the conformance matrix prints ``emulated``.
@@ -21,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from conformance.deployed import split as split_deployed
 from conformance.harness import Harness, selected_backends
 from simq.transport import redact_url
 
@@ -45,9 +49,13 @@ def pytest_addoption(parser: Any) -> None:
 def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "simq_virtual_only(reason): needs virtual time; skipped on real brokers")
     config.addinivalue_line("markers", "simq_capability(name): exercises one transport capability")
+    config.addinivalue_line("markers", "simq_in_process(reason): needs Worker objects; skipped on deployed workers")
 
 
 def _param_id(name: str) -> str:
+    deployed = split_deployed(name)  # worker-threads:amqp://... keeps its kind, loses its password
+    if deployed is not None:
+        return f"{deployed[0]}:{_param_id(deployed[1])}"
     return redact_url(name) if "://" in name else name
 
 
@@ -60,7 +68,7 @@ def pytest_generate_tests(metafunc: Any) -> None:
 @pytest.fixture
 def backend(request: Any) -> Iterator[Harness]:
     seed = request.config.getoption("--simq-seed", None) or 0
-    harness = Harness(request.param, seed=int(seed))
+    harness = Harness(request.param, seed=int(seed), test=_test_of(request.node))
     request.node.user_properties.append(("simq_backend", _param_id(request.param)))
     request.node.user_properties.append(("simq_behaviour", _behaviour(request.node.nodeid, _param_id(request.param))))
     if not harness.virtual:
@@ -68,6 +76,10 @@ def backend(request: Any) -> Iterator[Harness]:
         if marker is not None:
             reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "needs virtual time")
             pytest.skip(f"virtual time only: {reason}")
+    if harness.deployed:
+        marker = request.node.get_closest_marker("simq_in_process")
+        if marker is not None:
+            pytest.skip(f"in-process workers only: {marker.args[0] if marker.args else 'needs Worker objects'}")
     capability = request.node.get_closest_marker("simq_capability")
     if capability is not None and not harness.virtual:
         support = getattr(_capabilities(harness), capability.args[0], "native")
@@ -78,6 +90,13 @@ def backend(request: Any) -> Iterator[Harness]:
         yield harness
     finally:
         harness.close()
+
+
+def _test_of(node: Any) -> dict[str, Any]:
+    """What a deployed worker process calls to define the same tasks: the test function and its parameters."""
+    qualname = node.originalname if node.cls is None else f"{node.cls.__name__}.{node.originalname}"
+    params = {k: v for k, v in getattr(node, "callspec", None).params.items() if k != "backend"} if hasattr(node, "callspec") else {}
+    return {"module": node.module.__name__, "qualname": qualname, "params": params}
 
 
 def _behaviour(nodeid: str, backend_id: str) -> str:

@@ -65,7 +65,7 @@ def test_eta_datetime_runs_no_earlier_than_asked(backend):
 
 def test_expired_task_is_revoked_and_never_runs(backend):
     app = backend.app()
-    ran = []
+    ran = backend.record()
 
     @app.task
     def work():
@@ -147,7 +147,7 @@ def test_failure_is_stored_with_exception_and_traceback(backend):
 @pytest.mark.simq_virtual_only("two 10 s retry countdowns; conformance/test_brokers.py retries on real brokers in seconds")
 def test_retry_with_countdown_runs_again_later(backend):
     app = backend.app()
-    attempts = []
+    attempts = backend.record()
 
     @app.task(bind=True, max_retries=3)
     def flaky(self):
@@ -199,7 +199,7 @@ def test_headers_reach_the_request(backend):
 
 def test_ignore_result_stores_nothing(backend):
     app = backend.app()
-    ran = []
+    ran = backend.record()
 
     @app.task(ignore_result=True)
     def fire():

@@ -12,7 +12,7 @@ from simq.exceptions import EncodeError, InvalidSignature, NotRegistered
 
 def make(backend, **config):
     app = backend.app(**config)
-    calls: list = []
+    calls = backend.record()
 
     @app.task(name="t.add")
     def add(x, y):
@@ -347,7 +347,7 @@ class TestChord:
 
     def test_header_task_that_retries_still_counts_once(self, backend):
         app, calls, add, _, tsum, *_ = make(backend)
-        attempts = []
+        attempts = backend.record()
 
         @app.task(name="t.flaky", bind=True, default_retry_delay=5 if backend.virtual else 0.5)
         def flaky(self, x):
@@ -363,7 +363,7 @@ class TestChord:
 
     def test_chain_link_that_retries_carries_the_rest_of_the_chain(self, backend):
         app, calls, add, *_ = make(backend)
-        attempts = []
+        attempts = backend.record()
 
         @app.task(name="t.flaky2", bind=True, default_retry_delay=5 if backend.virtual else 0.5)
         def flaky(self, x):

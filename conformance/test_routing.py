@@ -78,7 +78,7 @@ def test_mandatory_raises_unroutable_when_nothing_is_bound(backend):
 
 def test_unroutable_without_mandatory_is_dropped_quietly(backend):
     app, where = _seed_app(backend)
-    ran = []
+    ran = backend.record()
 
     @app.task(name="count")
     def count():
@@ -105,7 +105,7 @@ def test_direct_exchange_matches_exactly_and_case_sensitively(backend):
 def test_fanout_exchange_delivers_a_copy_to_every_bound_queue(backend):
     fan = Exchange("broadcast", type="fanout")
     app = backend.app(task_queues=[Queue("a", fan), Queue("b", fan)], task_default_queue="a")
-    seen = []
+    seen = backend.record()
 
     @app.task(bind=True, name="note")
     def note(self, value):
@@ -117,7 +117,11 @@ def test_fanout_exchange_delivers_a_copy_to_every_bound_queue(backend):
 
 
 def test_task_routes_by_name_and_glob_with_call_options_winning(backend):
-    app = backend.app(task_routes={"media.video": {"queue": "video"}, "media.*": {"queue": "media"}})
+    # the worker consumes the queues the routes create, as `simq worker -Q celery,video,media,special` does
+    app = backend.app(
+        queues=["celery", "video", "media", "special"],
+        task_routes={"media.video": {"queue": "video"}, "media.*": {"queue": "media"}},
+    )
 
     def make(name):
         @app.task(bind=True, name=name)
@@ -133,7 +137,7 @@ def test_task_routes_by_name_and_glob_with_call_options_winning(backend):
 
 
 def test_task_queue_attribute_routes_when_no_route_says_otherwise(backend):
-    app = backend.app()
+    app = backend.app(queues=["celery", "reports"])  # `simq worker -Q celery,reports`
 
     @app.task(bind=True, queue="reports", name="report")
     def report(self):
@@ -175,8 +179,9 @@ def test_immediate_raises_not_delivered_without_a_free_consumer(backend):
 
 
 def test_priority_zero_runs_before_nine_when_both_wait(backend):
-    app = backend.app(worker_prefetch_multiplier=1, queues=["celery"])
-    order = []
+    # one worker with one slot (`simq worker -c 1`): on four slots nothing would wait
+    app = backend.app(workers=1, worker_concurrency=1, worker_prefetch_multiplier=1, queues=["celery"])
+    order = backend.record()
 
     @app.task(name="mark")
     def mark(label):

@@ -38,7 +38,7 @@ def test_rich_values_survive_json(backend):
 
 def test_worker_refuses_content_types_outside_accept_content(backend):
     app, probe = _app_with_probe(backend)  # accept_content defaults to ['json']
-    ran = []
+    ran = backend.record()
 
     @app.task(name="side_effect")
     def side_effect():
@@ -60,7 +60,7 @@ def test_selection_order_call_then_task_then_app(backend):
         task_serializer="yaml",
         accept_content=["json", "yaml", "application/x-json-a", "application/x-json-b"],
     )
-    seen = []
+    seen = backend.record()
 
     def record(kind):
         def hook(data):

@@ -7,12 +7,21 @@ through a capability the transport declares as emulated), ``unsupported``
 (the transport declares the capability absent) or ``n/a`` (the test does not
 apply there, e.g. it needs virtual time). The exit status is non-zero when any
 cell is ``fail``.
+
+Beside the in-process columns, every transport also gets the worker users
+deploy: real ``simq worker`` processes with ``-c 4`` (threads) and ``-P
+processes -c 4``, and the last transport two ``simq worker -c 1`` processes
+(results and the tests' records in the local Redis, ``SIMQ_REDIS_URL``;
+``--no-deployed`` skips them). Columns run as parallel pytest processes,
+``--jobs`` at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -54,6 +63,19 @@ class Matrix:
         elif report.when == "call" and previous != "fail":
             capability = props.get("simq_capability")
             row[backend] = "emulated" if capability is not None and capability[1] == "emulated" else "pass"
+
+    def dump(self) -> dict[str, Any]:
+        return {"cells": self.cells, "reasons": [[b, k, r] for (b, k), r in self.reasons.items()], "backends": self.backends}
+
+    def merge(self, data: dict[str, Any]) -> None:
+        """Add the cells another run of the suite recorded (``dump()``)."""
+        for backend in data["backends"]:
+            if backend not in self.backends:
+                self.backends.append(backend)
+        for behaviour, row in data["cells"].items():
+            self.cells.setdefault(behaviour, {}).update(row)
+        for behaviour, backend, reason in data["reasons"]:
+            self.reasons[(behaviour, backend)] = reason
 
     @property
     def failed(self) -> bool:
@@ -117,6 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-k", dest="keyword", default=None, help="only behaviours matching this pytest -k expression")
     parser.add_argument("--output", default=None, metavar="FILE", help="also write the matrix as Markdown to FILE")
     parser.add_argument("-v", "--verbose", action="store_true", help="show pytest's own output")
+    parser.add_argument(
+        "--no-deployed",
+        dest="deployed",
+        action="store_false",
+        help="skip the deployed-worker columns (real `simq worker` processes; they need the local Redis for results and records)",
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="columns run at once, each in its own pytest process (default 2)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one test may take before it fails (default 120)")
+    parser.add_argument("--columns", default=None, help=argparse.SUPPRESS)  # one job: exactly these backends
+    parser.add_argument("--cells", default=None, help=argparse.SUPPRESS)  # one job: write its cells here
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
 
     import pytest
@@ -139,9 +171,90 @@ def main(argv: Sequence[str] | None = None) -> int:
                 os.environ[key] = value
 
 
+def columns(args: argparse.Namespace) -> list[list[str]]:
+    """The backends to run, grouped into jobs: the reference and in-process columns, then one job per deployed column."""
+    first = ([] if args.no_reference else list(REFERENCE)) + list(args.transport)
+    jobs = [first]
+    if args.deployed:
+        from conformance.deployed import KINDS
+
+        for url in args.transport:
+            jobs += [[f"{kind}:{url}"] for kind in KINDS if kind != "workers-2"]
+        jobs.append([f"workers-2:{args.transport[-1]}"])
+    return jobs
+
+
 def _run(args: argparse.Namespace, pytest: Any) -> int:
+    from simq.clock import WallClock
+
+    clock = WallClock()
     matrix = Matrix()
-    backends = [] if args.no_reference else list(REFERENCE)
+    started = clock.now
+    if args.columns is not None:
+        code = _run_pytest(args, pytest, args.columns.split(","), matrix)
+        Path(args.cells).write_text(json.dumps(matrix.dump()))
+        return code
+    code = _run_jobs(args, columns(args), matrix)
+    titles = {name: _title(name) for name in matrix.backends}
+    table = matrix.markdown(titles)
+    print(table)
+    for line in matrix.failures():
+        print(f"FAIL {line}")
+    print(f"conformance: {len(matrix.cells)} behaviours x {len(matrix.backends)} backends in {clock.now - started:.0f} s")
+    if args.output:
+        Path(args.output).write_text(table)
+    if matrix.failed or code not in (0, 5):
+        return 1
+    return 0
+
+
+def _title(name: str) -> str:
+    kind, sep, url = name.partition(":")
+    if sep and kind in ("worker-threads", "worker-processes", "workers-2") and "://" in url:
+        return f"{kind}: {redact_url(url)}"
+    return redact_url(name) if "://" in name else name
+
+
+def _run_jobs(args: argparse.Namespace, jobs: list[list[str]], matrix: Matrix) -> int:
+    """Run each job as ``simq conformance --columns ...`` in its own process, ``--jobs`` at a time; merge their cells."""
+    from simq.clock import WallClock
+
+    clock = WallClock()
+    code = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        pending = list(enumerate(jobs))
+        running: list[tuple[int, subprocess.Popen[bytes], Path]] = []
+        results: dict[int, dict[str, Any]] = {}
+        while pending or running:
+            while pending and len(running) < max(1, args.jobs):
+                index, names = pending.pop(0)
+                cells = Path(tmp) / f"job-{index}.json"
+                cmd = [sys.executable, "-m", "simq.conformance_cli", "--columns", ",".join(names), "--cells", str(cells)]
+                for url in args.transport:
+                    cmd += ["--transport", url]
+                if args.keyword:
+                    cmd += ["-k", args.keyword]
+                cmd += ["--timeout", str(args.timeout)] + (["-v"] if args.verbose else [])
+                running.append((index, subprocess.Popen(cmd), cells))  # noqa: S603 - our own command line
+            for entry in list(running):
+                index, proc, cells = entry
+                if proc.poll() is None:
+                    continue
+                running.remove(entry)
+                if not cells.exists():
+                    print(f"conformance: job {jobs[index]} ended with code {proc.returncode} and no results", file=sys.stderr)
+                    code = code or 1
+                    continue
+                results[index] = json.loads(cells.read_text())
+                if proc.returncode not in (0, 5):
+                    code = code or proc.returncode
+            clock.sleep(0.2)
+        for index in sorted(results):
+            matrix.merge(results[index])
+    return code
+
+
+def _run_pytest(args: argparse.Namespace, pytest: Any, names: list[str], matrix: Matrix) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ini = Path(tmp) / "pytest.ini"
         ini.write_text("[pytest]\n")
@@ -156,24 +269,16 @@ def _run(args: argparse.Namespace, pytest: Any) -> int:
             "-p",
             "no:cacheprovider",
             "--simq-backends",
-            ",".join(backends) or args.transport[0],
+            ",".join(names),
         ]
-        for url in args.transport:
-            pytest_args += ["--simq-transport", url]
+        import importlib.util
+
+        if importlib.util.find_spec("pytest_timeout") is not None:  # a hung test fails instead of hanging the run
+            pytest_args += ["--timeout", str(args.timeout)]
         if args.keyword:
             pytest_args += ["-k", args.keyword]
         pytest_args += ["-q"] if args.verbose else ["-qq", "--tb=no", "--no-summary", "--no-header"]
-        code = pytest.main(pytest_args, plugins=[matrix])
-    titles = {url: redact_url(url) for url in args.transport}
-    table = matrix.markdown(titles)
-    print(table)
-    for line in matrix.failures():
-        print(f"FAIL {line}")
-    if args.output:
-        Path(args.output).write_text(table)
-    if matrix.failed or code not in (0, 5):
-        return 1
-    return 0
+        return int(pytest.main(pytest_args, plugins=[matrix]))
 
 
 if __name__ == "__main__":

@@ -51,5 +51,9 @@ def test_runs_the_suite_against_redis_and_prints_the_matrix(capsys):
     code = main(["--transport", "redis://127.0.0.1:6379/0", "-k", "round_trip or topic_binding"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "| `test_publish_consume_ack_round_trip` | pass | pass | pass |" in out
-    assert "| `test_topic_binding_table_is_rabbitmqs[a.#-a-True]` | pass | pass | emulated |" in out
+    # simulated, eager, redis in process, then the deployed worker: -c 4 threads, -P processes -c 4, two workers
+    columns = "| simulated | eager | redis://127.0.0.1:6379/0 | worker-threads: redis://127.0.0.1:6379/0 |"
+    assert columns in out
+    assert "| `test_publish_consume_ack_round_trip` | pass | pass | pass | pass | pass | pass |" in out
+    row = "| `test_topic_binding_table_is_rabbitmqs[a.#-a-True]` | pass | pass | emulated | emulated | emulated | emulated |"
+    assert row in out
