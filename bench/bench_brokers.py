@@ -92,7 +92,9 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 def simq_bench(kind: str, n: int, chord_n: int) -> dict[str, float]:
     ns = f"bench{uuid.uuid4().hex[:8]}"
-    broker = f"{AMQP if kind == 'amqp' else REDIS}{'&' if '?' in (AMQP if kind == 'amqp' else REDIS) else '?'}namespace={ns}"
+    broker = (
+        f"{AMQP if kind == 'amqp' else REDIS}{'&' if '?' in (AMQP if kind == 'amqp' else REDIS) else '?'}namespace={ns}"
+    )
     results = f"{REDIS}?namespace={ns}"
     project = Project(SIMQ_APP, {"BENCH_BROKER": broker, "BENCH_RESULTS": results})
     app = project.module.app
@@ -107,7 +109,19 @@ def simq_bench(kind: str, n: int, chord_n: int) -> dict[str, float]:
     out["publish"] = time.perf_counter() - t0
     conn.purge("bench")
     worker = project.spawn(
-        [sys.executable, "-m", "simq.production", "-A", f"{project.name}:app", "--pool", "solo", "--prefetch-multiplier", "100", "-l", "WARNING"]
+        [
+            sys.executable,
+            "-m",
+            "simq.production",
+            "-A",
+            f"{project.name}:app",
+            "--pool",
+            "solo",
+            "--prefetch-multiplier",
+            "100",
+            "-l",
+            "WARNING",
+        ]
     )
     try:
         noop.delay().get(timeout=60)  # the worker is up
@@ -161,9 +175,25 @@ def celery_bench(kind: str, n: int, chord_n: int) -> dict[str, float]:
         conn.default_channel.queue_purge(queue)
     worker = project.spawn(
         [
-            sys.executable, "-m", "celery", "-A", project.name, "worker", "-P", "solo", "-c", "1",
-            "--prefetch-multiplier", "100", "--without-heartbeat", "--without-gossip", "--without-mingle",
-            "-Q", queue, "-l", "WARNING",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            project.name,
+            "worker",
+            "-P",
+            "solo",
+            "-c",
+            "1",
+            "--prefetch-multiplier",
+            "100",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-Q",
+            queue,
+            "-l",
+            "WARNING",
         ]
     )
     try:
@@ -222,7 +252,10 @@ def main() -> int:
         raw = kombu_publish(kind, n)
         print(f"raw kombu publish   {rate(n, raw)}", flush=True)
         s = simq_bench(kind, n, args.chord)
-        print(f"simq publish        {rate(n, s['publish'])}   ({s['publish'] / raw:.2f}x the raw client's time)", flush=True)
+        print(
+            f"simq publish        {rate(n, s['publish'])}   ({s['publish'] / raw:.2f}x the raw client's time)",
+            flush=True,
+        )
         print(f"simq end-to-end     {rate(n, s['e2e'])}", flush=True)
         if "chord" in s:
             print(f"simq {args.chord} chord     {s['chord']:.2f} s", flush=True)

@@ -37,6 +37,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 # -- simq ---------------------------------------------------------------------------------------------
 
+
 def simq_app() -> Any:
     from simq import App
 
@@ -129,6 +130,7 @@ def celery_chain(n: int) -> float:
 
 # -- the table -----------------------------------------------------------------------------------------
 
+
 def row(what: str, n: int, simq_s: float, celery_s: float | None, note: str = "") -> str:
     simq_rate = n / simq_s
     per_task_us = simq_s / n * 1e6
@@ -158,9 +160,7 @@ def measure(name: str, n: int) -> float:
 
 def measure_once(name: str, n: int) -> float:
     """Run one measurement in a fresh interpreter, so no run inherits another's heap (or its GC cost)."""
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", name, str(n)], capture_output=True, text=True, check=False
-    )
+    out = subprocess.run([sys.executable, __file__, "--one", name, str(n)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"{name} {n} failed: {out.stderr.strip().splitlines()[-1:]}")
     return float(out.stdout.strip().splitlines()[-1])
@@ -180,8 +180,12 @@ def main() -> None:
         return
     chord_sizes = [100, 1_000] if options.quick else [1_000, 10_000, 100_000]
     chain_sizes = [10, 100] if options.quick else [100, 1_000, 10_000]
-    print(f"python {sys.version.split()[0]}; simq simulated (1 worker, json, trace off) vs Celery eager (cache+memory://)")
-    print(f"{'canvas':<6} {'size':>7} | {'simq s':>9} {'simq rate':>12} {'per task':>10} | {'celery s':>9} | {'celery/simq':>7}")
+    print(
+        f"python {sys.version.split()[0]}; simq simulated (1 worker, json, trace off) vs Celery eager (cache+memory://)"
+    )
+    print(
+        f"{'canvas':<6} {'size':>7} | {'simq s':>9} {'simq rate':>12} {'per task':>10} | {'celery s':>9} | {'celery/simq':>7}"
+    )
     celery_slow = False
     for n in chord_sizes:
         simq_s = measure("simq-chord", n)

@@ -295,17 +295,29 @@ def raw_clock_timers(count: int) -> dict[str, float]:
     t_fired = perf_counter()
     if fired[0] != count:
         raise AssertionError(f"{fired[0]} of {count} timers fired")
-    return {"count": count, "set_s": t_set - t0, "fire_s": t_fired - t_set, "total_s": t_fired - t0, "maxrss_mib": maxrss_mib()}
+    return {
+        "count": count,
+        "set_s": t_set - t0,
+        "fire_s": t_fired - t_set,
+        "total_s": t_fired - t0,
+        "maxrss_mib": maxrss_mib(),
+    }
 
 
 # -- main ------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20000, help="round trips per simq/celery-eager run (default 20000)")
-    parser.add_argument("--n-memory", type=int, default=3000, help="round trips for Celery on memory:// (slow; default 3000)")
-    parser.add_argument("--timers", type=int, default=1_000_000, help="eta messages in the timer test (default 1,000,000)")
+    parser.add_argument(
+        "--n-memory", type=int, default=3000, help="round trips for Celery on memory:// (slow; default 3000)"
+    )
+    parser.add_argument(
+        "--timers", type=int, default=1_000_000, help="eta messages in the timer test (default 1,000,000)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
-    parser.add_argument("--quick", action="store_true", help="small sizes: --n 3000 --n-memory 500 --timers 50000 --repeat 1")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes: --n 3000 --n-memory 500 --timers 50000 --repeat 1"
+    )
     parser.add_argument(
         "--no-patch-time", action="store_true", help="timer test with simulate(patch_time=False) (no freezegun moves)"
     )
@@ -336,7 +348,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in ("all", "simq", "roundtrips"):
         print("\nround trips (delay(i, i).get()), best of", args.repeat)
         measure("simq", "simq simulate(): delay().get() loop", simq_round_trips, args.n, "record_trace=False")
-        measure("simq_traced", "simq simulate(): delay().get() loop, traced", simq_round_trips_traced, args.n, "trace on (default)")
+        measure(
+            "simq_traced",
+            "simq simulate(): delay().get() loop, traced",
+            simq_round_trips_traced,
+            args.n,
+            "trace on (default)",
+        )
         measure("simq_batch", "simq simulate(): send N, then get all", simq_send_then_get, args.n, "record_trace=False")
         measure("simq_eager", "simq task_always_eager=True", simq_eager, args.n, "full broker path")
     if args.only in ("all", "roundtrips"):
@@ -345,15 +363,33 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("  celery not installed: pip install 'simq[bench]'")
         else:
-            measure("celery_eager", f"Celery {celery.__version__} task_always_eager", celery_eager, args.n, "skips broker + serialization")
-            measure("celery_memory", "Celery memory:// + solo worker thread", celery_memory, args.n_memory, "cache+memory:// backend")
+            measure(
+                "celery_eager",
+                f"Celery {celery.__version__} task_always_eager",
+                celery_eager,
+                args.n,
+                "skips broker + serialization",
+            )
+            measure(
+                "celery_memory",
+                "Celery memory:// + solo worker thread",
+                celery_memory,
+                args.n_memory,
+                "cache+memory:// backend",
+            )
             celery_memory_teardown()
         try:
             import dramatiq
         except ImportError:
             print("  dramatiq not installed (optional): pip install dramatiq")
         else:
-            measure("dramatiq", f"Dramatiq {dramatiq.__version__} StubBroker (send N, join)", dramatiq_stub, args.n, "msg/s, no result read")
+            measure(
+                "dramatiq",
+                f"Dramatiq {dramatiq.__version__} StubBroker (send N, join)",
+                dramatiq_stub,
+                args.n,
+                "msg/s, no result read",
+            )
         print("\nratios")
         for ours in ("simq", "simq_batch", "simq_eager"):
             for theirs in ("celery_eager", "celery_memory"):

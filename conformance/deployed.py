@@ -209,10 +209,14 @@ class DeployedRun:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-                self.errors.append(AssertionError(f"worker process {proc.pid} did not stop within {timeout} s:\n{self.log_text()}"))
+                self.errors.append(
+                    AssertionError(f"worker process {proc.pid} did not stop within {timeout} s:\n{self.log_text()}")
+                )
         for proc in self.procs:
             if proc.returncode not in (0, -signal.SIGTERM) and not self.errors:
-                self.errors.append(AssertionError(f"worker process {proc.pid} stopped with code {proc.returncode}:\n{self.log_text()}"))
+                self.errors.append(
+                    AssertionError(f"worker process {proc.pid} stopped with code {proc.returncode}:\n{self.log_text()}")
+                )
 
     def close(self) -> None:
         from conformance.harness import delete_app_data

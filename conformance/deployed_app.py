@@ -43,7 +43,14 @@ class WorkerSide:
         self.records = 0
         self.defining = True
 
-    def app(self, *, workers: int | None = None, queues: list[str] | None = None, prefetch_multiplier: int | None = None, **config: Any) -> App:
+    def app(
+        self,
+        *,
+        workers: int | None = None,
+        queues: list[str] | None = None,
+        prefetch_multiplier: int | None = None,
+        **config: Any,
+    ) -> App:
         index = len(self.apps)
         broker, results, _ = app_urls(self.name, self.spec["base"], index)
         app = App(f"conformance-{index}", broker=broker, backend=results, **config)

@@ -290,7 +290,12 @@ class Harness:
             transport.close()
 
     def app(
-        self, *, workers: int | None = None, queues: list[str] | None = None, prefetch_multiplier: int | None = None, **config: Any
+        self,
+        *,
+        workers: int | None = None,
+        queues: list[str] | None = None,
+        prefetch_multiplier: int | None = None,
+        **config: Any,
     ) -> App:
         """A fresh app on this backend; define tasks on it, then send.
 
@@ -303,7 +308,9 @@ class Harness:
             app = App(name, task_always_eager=True, task_eager_seed=self.seed, **config)
         elif self.name == "simulated":
             app = App(name, **config)
-            sim = app.simulate(seed=self.seed, workers=workers or 1, queues=queues, prefetch_multiplier=prefetch_multiplier)
+            sim = app.simulate(
+                seed=self.seed, workers=workers or 1, queues=queues, prefetch_multiplier=prefetch_multiplier
+            )
             sim.__enter__()
             self._sims.append(sim)
             self._cleanups.append(lambda: sim.__exit__(None, None, None))
@@ -312,7 +319,14 @@ class Harness:
         self._apps.append(app)
         return app
 
-    def _real_app(self, name: str, workers: int | None, queues: list[str] | None, prefetch_multiplier: int | None, config: dict[str, Any]) -> App:
+    def _real_app(
+        self,
+        name: str,
+        workers: int | None,
+        queues: list[str] | None,
+        prefetch_multiplier: int | None,
+        config: dict[str, Any],
+    ) -> App:
         require(self.name)
         index = len(self._apps)
         broker, results, namespace = app_urls(self.name, self._base, index)
@@ -475,4 +489,3 @@ def selected_backends(config: Any) -> list[str]:
         if url not in names:
             names.append(url)
     return names
-

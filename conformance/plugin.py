@@ -95,7 +95,11 @@ def backend(request: Any) -> Iterator[Harness]:
 def _test_of(node: Any) -> dict[str, Any]:
     """What a deployed worker process calls to define the same tasks: the test function and its parameters."""
     qualname = node.originalname if node.cls is None else f"{node.cls.__name__}.{node.originalname}"
-    params = {k: v for k, v in getattr(node, "callspec", None).params.items() if k != "backend"} if hasattr(node, "callspec") else {}
+    params = (
+        {k: v for k, v in getattr(node, "callspec", None).params.items() if k != "backend"}
+        if hasattr(node, "callspec")
+        else {}
+    )
     return {"module": node.module.__name__, "qualname": qualname, "params": params}
 
 

@@ -214,7 +214,9 @@ def test_eager_runs_at_once():
     assert sizes == [1]
 
 
-@pytest.mark.simq_in_process("reads the buffer and ack counts of Worker objects; tests/test_deployed_worker.py and the chaos campaign cover batches on worker processes")
+@pytest.mark.simq_in_process(
+    "reads the buffer and ack counts of Worker objects; tests/test_deployed_worker.py and the chaos campaign cover batches on worker processes"
+)
 def test_acks_only_after_batch_ran_and_crash_loses_nothing(backend):
     if backend.name == "eager":
         pytest.skip("eager has no broker to redeliver")
@@ -238,7 +240,9 @@ def test_acks_only_after_batch_ran_and_crash_loses_nothing(backend):
     backend.wait_until(lambda: second.stats.acked == 5)  # results are stored just before the acks
 
 
-@pytest.mark.simq_in_process("reads the buffer and ack counts of Worker objects; tests/test_deployed_worker.py and the chaos campaign cover batches on worker processes")
+@pytest.mark.simq_in_process(
+    "reads the buffer and ack counts of Worker objects; tests/test_deployed_worker.py and the chaos campaign cover batches on worker processes"
+)
 def test_shutdown_flushes(backend):
     if backend.name == "eager":
         pytest.skip("eager runs at once; nothing is buffered at shutdown")

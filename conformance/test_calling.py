@@ -144,7 +144,9 @@ def test_failure_is_stored_with_exception_and_traceback(backend):
     assert r.get(propagate=False).args == ("bad thing",)
 
 
-@pytest.mark.simq_virtual_only("two 10 s retry countdowns; conformance/test_brokers.py retries on real brokers in seconds")
+@pytest.mark.simq_virtual_only(
+    "two 10 s retry countdowns; conformance/test_brokers.py retries on real brokers in seconds"
+)
 def test_retry_with_countdown_runs_again_later(backend):
     app = backend.app()
     attempts = backend.record()

@@ -113,6 +113,7 @@ def test_circular_argument_is_named_not_a_recursion_error(backend, serializer):
     with pytest.raises(EncodeError, match=r"args\[0\]\['self'\] \(a circular reference"):
         probe.apply_async(args=[loop], serializer=serializer)
 
+
 def test_unserialisable_result_fails_the_task_with_a_clear_error(backend):
     app = backend.app()
 

@@ -60,7 +60,9 @@ class App:
     ``"redis://..."`` sends to a real broker through the installed transport.
     """
 
-    def __init__(self, main: str = "simq", broker: str | None = None, backend: str | None = None, **config: Any) -> None:
+    def __init__(
+        self, main: str = "simq", broker: str | None = None, backend: str | None = None, **config: Any
+    ) -> None:
         self.main = main
         self.tasks: dict[str, Task] = {}
         self.serializers = SerializerRegistry()
@@ -388,8 +390,12 @@ class App:
         announce = signals.before_task_publish.receivers or signals.after_task_publish.receivers
         if announce:
             signals.before_task_publish.send(
-                sender=name, body=(message.args, dict(message.kwargs), dict(message.embed)), exchange=route.exchange.name,
-                routing_key=route.routing_key, headers=dict(envelope.headers), properties={"priority": message.priority},
+                sender=name,
+                body=(message.args, dict(message.kwargs), dict(message.embed)),
+                exchange=route.exchange.name,
+                routing_key=route.routing_key,
+                headers=dict(envelope.headers),
+                properties={"priority": message.priority},
             )
         runtime.publish(
             message,
@@ -403,8 +409,11 @@ class App:
         )
         if announce:
             signals.after_task_publish.send(
-                sender=name, body=(message.args, dict(message.kwargs), dict(message.embed)), exchange=route.exchange.name,
-                routing_key=route.routing_key, headers=dict(envelope.headers),
+                sender=name,
+                body=(message.args, dict(message.kwargs), dict(message.embed)),
+                exchange=route.exchange.name,
+                routing_key=route.routing_key,
+                headers=dict(envelope.headers),
             )
         return AsyncResult(message.id, self)
 
@@ -427,7 +436,9 @@ class App:
         """
         return self.runtime.batched()
 
-    def route(self, name: str, task: Task | None, queue: Any, exchange: Any, routing_key: Any, args: Any, kwargs: Any) -> Route:
+    def route(
+        self, name: str, task: Task | None, queue: Any, exchange: Any, routing_key: Any, args: Any, kwargs: Any
+    ) -> Route:
         """The route of a call: the call's queue/exchange/key, else the task's, else ``task_routes``, else the default."""
         router = self._router if self._router is not None else self.router
         key = (name, queue, exchange, routing_key)
@@ -450,14 +461,28 @@ class App:
             self._route_cache[key] = route
         return route
 
-    def republish(self, message: TaskMessage, serializer: str, exchange: str, routing_key: str, options: Mapping[str, Any] | None = None) -> None:
+    def republish(
+        self,
+        message: TaskMessage,
+        serializer: str,
+        exchange: str,
+        routing_key: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
         """Send ``message`` again (retries): to ``exchange``/``routing_key``, or where ``options`` route it."""
         if options:
             if options.get("serializer"):
                 serializer = options["serializer"]
             if any(options.get(k) is not None for k in ("queue", "exchange", "routing_key")):
-                route = self.route(message.task, self.tasks.get(message.task), options.get("queue"),
-                                   options.get("exchange"), options.get("routing_key"), message.args, message.kwargs)
+                route = self.route(
+                    message.task,
+                    self.tasks.get(message.task),
+                    options.get("queue"),
+                    options.get("exchange"),
+                    options.get("routing_key"),
+                    message.args,
+                    message.kwargs,
+                )
                 exchange, routing_key = route.exchange.name, route.routing_key
         envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
         self.runtime.publish(message, envelope, exchange, routing_key)

@@ -192,7 +192,9 @@ class Batches(Task):
         buf.first_arrival = None
         if buf.requests:  # cannot happen with handle() flushing at flush_every, kept for safety
             buf.first_arrival = worker.clock.now
-            buf.timer = worker.clock.call_at(worker.clock.now + float(self.flush_interval), lambda: self._on_timer(worker))
+            buf.timer = worker.clock.call_at(
+                worker.clock.now + float(self.flush_interval), lambda: self._on_timer(worker)
+            )
         self._flush(worker, requests)
 
     # -- running one batch -------------------------------------------------------------------
@@ -229,8 +231,13 @@ class Batches(Task):
             for b, prev in zip(backends, previous_guards, strict=True):
                 b.mark_guard = prev
         runtime = executor.clock.now - began
-        log.info("Batch %s of %d request(s) ran in %.6fs%s", self.name, len(requests), runtime,
-                 f": {type(error).__name__}: {error}" if error is not None else "")
+        log.info(
+            "Batch %s of %d request(s) ran in %.6fs%s",
+            self.name,
+            len(requests),
+            runtime,
+            f": {type(error).__name__}: {error}" if error is not None else "",
+        )
         for hook in executor.hooks.on_batch:
             hook(executor, self, requests)
         per_request = isinstance(retval, list) and len(retval) == len(requests)

@@ -14,7 +14,10 @@ _DELEGATED = {
     "conformance": ("simq.conformance_cli", "run the conformance suite against a transport URL"),
     "campaign": ("simq.campaign", "run many seeds with random fault plans"),
     "replay": ("simq.campaign", "replay one seed of a campaign exactly"),
-    "chaos": ("simq.chaos.command", "run a seeded workload and nemesis on real workers and brokers, judged by a ledger"),
+    "chaos": (
+        "simq.chaos.command",
+        "run a seeded workload and nemesis on real workers and brokers, judged by a ledger",
+    ),
 }
 
 

@@ -300,7 +300,9 @@ class TimePatch:
 
         self._freezer = freeze_time(_utc_naive(self.clock.now), tick=self.tick, ignore=list(_REAL_TIME_MODULES))
         self._frozen = self._freezer.start()
-        self._settable = type(self._frozen).__name__ == "FrozenDateTimeFactory" and hasattr(self._frozen, "time_to_freeze")
+        self._settable = type(self._frozen).__name__ == "FrozenDateTimeFactory" and hasattr(
+            self._frozen, "time_to_freeze"
+        )
         self.clock.on_move.append(self._move)
 
     def _move(self, when: float) -> None:

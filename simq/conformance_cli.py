@@ -65,7 +65,11 @@ class Matrix:
             row[backend] = "emulated" if capability is not None and capability[1] == "emulated" else "pass"
 
     def dump(self) -> dict[str, Any]:
-        return {"cells": self.cells, "reasons": [[b, k, r] for (b, k), r in self.reasons.items()], "backends": self.backends}
+        return {
+            "cells": self.cells,
+            "reasons": [[b, k, r] for (b, k), r in self.reasons.items()],
+            "backends": self.backends,
+        }
 
     def merge(self, data: dict[str, Any]) -> None:
         """Add the cells another run of the suite recorded (``dump()``)."""
@@ -132,9 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``simq conformance --transport URL [--backend URL]``; returns the exit code."""
     parser = argparse.ArgumentParser(prog="simq conformance", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--transport", required=True, action="append", metavar="URL", help="broker URL of the transport under test (repeatable)"
+        "--transport",
+        required=True,
+        action="append",
+        metavar="URL",
+        help="broker URL of the transport under test (repeatable)",
     )
-    parser.add_argument("--backend", default=None, metavar="URL", help="result backend URL (default: memory://, in-process)")
+    parser.add_argument(
+        "--backend", default=None, metavar="URL", help="result backend URL (default: memory://, in-process)"
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip the simulated and eager columns")
     parser.add_argument("-k", dest="keyword", default=None, help="only behaviours matching this pytest -k expression")
     parser.add_argument("--output", default=None, metavar="FILE", help="also write the matrix as Markdown to FILE")
@@ -145,8 +155,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_false",
         help="skip the deployed-worker columns (real `simq worker` processes; they need the local Redis for results and records)",
     )
-    parser.add_argument("--jobs", type=int, default=2, help="columns run at once, each in its own pytest process (default 2)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one test may take before it fails (default 120)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="columns run at once, each in its own pytest process (default 2)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds one test may take before it fails (default 120)"
+    )
     parser.add_argument("--columns", default=None, help=argparse.SUPPRESS)  # one job: exactly these backends
     parser.add_argument("--cells", default=None, help=argparse.SUPPRESS)  # one job: write its cells here
     args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
@@ -200,7 +214,9 @@ def _run(args: argparse.Namespace, pytest: Any) -> int:
     print(table)
     for line in matrix.failures():
         print(f"FAIL {line}")
-    print(f"conformance: {len(matrix.cells)} behaviours x {len(matrix.backends)} backends in {clock.now - started:.0f} s")
+    print(
+        f"conformance: {len(matrix.cells)} behaviours x {len(matrix.backends)} backends in {clock.now - started:.0f} s"
+    )
     if args.output:
         Path(args.output).write_text(table)
     if matrix.failed or code not in (0, 5):
@@ -229,7 +245,15 @@ def _run_jobs(args: argparse.Namespace, jobs: list[list[str]], matrix: Matrix) -
             while pending and len(running) < max(1, args.jobs):
                 index, names = pending.pop(0)
                 cells = Path(tmp) / f"job-{index}.json"
-                cmd = [sys.executable, "-m", "simq.conformance_cli", "--columns", ",".join(names), "--cells", str(cells)]
+                cmd = [
+                    sys.executable,
+                    "-m",
+                    "simq.conformance_cli",
+                    "--columns",
+                    ",".join(names),
+                    "--cells",
+                    str(cells),
+                ]
                 for url in args.transport:
                     cmd += ["--transport", url]
                 if args.keyword:
@@ -242,7 +266,10 @@ def _run_jobs(args: argparse.Namespace, jobs: list[list[str]], matrix: Matrix) -
                     continue
                 running.remove(entry)
                 if not cells.exists():
-                    print(f"conformance: job {jobs[index]} ended with code {proc.returncode} and no results", file=sys.stderr)
+                    print(
+                        f"conformance: job {jobs[index]} ended with code {proc.returncode} and no results",
+                        file=sys.stderr,
+                    )
                     code = code or 1
                     continue
                 results[index] = json.loads(cells.read_text())

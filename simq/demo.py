@@ -73,24 +73,57 @@ def run_demo(seed: int = 7, workers: int = 2, out: Callable[[str], Any] = print)
         results.append(("add.delay(4, 4)", add.delay(4, 4)))
         results.append(("add.apply_async(args=[10, 10], countdown=3)", add.apply_async(args=[10, 10], countdown=3)))
         tomorrow = datetime.now() + timedelta(days=1)
-        results.append(("UnbanTask.apply_async(args=['mallory'], eta=tomorrow)", unban.apply_async(args=["mallory"], eta=tomorrow)))
-        results.append(('add.apply_async(args=[10, 10], serializer="yaml")', add.apply_async(args=[10, 10], serializer="yaml")))
+        results.append(
+            ("UnbanTask.apply_async(args=['mallory'], eta=tomorrow)", unban.apply_async(args=["mallory"], eta=tomorrow))
+        )
+        results.append(
+            ('add.apply_async(args=[10, 10], serializer="yaml")', add.apply_async(args=[10, 10], serializer="yaml"))
+        )
         with app.connection() as connection:
             for args in [(2, 2), (4, 4), (8, 8), (16, 16)]:
-                results.append((f"add.apply_async(args={args}, connection=connection)", add.apply_async(args=args, connection=connection)))
-        results.append(('CompressVideoTask routing_key="video.compress"', t["demo.compress_video"].apply_async(args=["movie.mkv"], routing_key="video.compress")))
-        results.append(('ImageRotateTask routing_key="image.rotate"', t["demo.rotate_image"].apply_async(args=["cat.png", 360], routing_key="image.rotate")))
-        results.append(('ImageCropTask routing_key="image.crop"', t["demo.crop_image"].apply_async(args=["cat.png", [0, 0, 64, 64]], routing_key="image.crop")))
-        results.append(('UpdateRecommendationsTask routing_key="misc.recommend"', t["demo.update_recommendations"].apply_async(routing_key="misc.recommend")))
+                results.append(
+                    (
+                        f"add.apply_async(args={args}, connection=connection)",
+                        add.apply_async(args=args, connection=connection),
+                    )
+                )
+        results.append(
+            (
+                'CompressVideoTask routing_key="video.compress"',
+                t["demo.compress_video"].apply_async(args=["movie.mkv"], routing_key="video.compress"),
+            )
+        )
+        results.append(
+            (
+                'ImageRotateTask routing_key="image.rotate"',
+                t["demo.rotate_image"].apply_async(args=["cat.png", 360], routing_key="image.rotate"),
+            )
+        )
+        results.append(
+            (
+                'ImageCropTask routing_key="image.crop"',
+                t["demo.crop_image"].apply_async(args=["cat.png", [0, 0, 64, 64]], routing_key="image.crop"),
+            )
+        )
+        results.append(
+            (
+                'UpdateRecommendationsTask routing_key="misc.recommend"',
+                t["demo.update_recommendations"].apply_async(routing_key="misc.recommend"),
+            )
+        )
         for _, result in results:
             result.get()
-        out("simq demo: the executing-tasks examples on the in-memory broker, virtual clock, "
-            f"seed={seed}, {workers} workers\n")
+        out(
+            "simq demo: the executing-tasks examples on the in-memory broker, virtual clock, "
+            f"seed={seed}, {workers} workers\n"
+        )
         out(f"{'virtual time':>14}  {'event':<10} {'worker':<9} {'queue':<7} {'task':<28} result")
         for event in sim.trace:
             if event.kind not in ("held", "succeeded", "failed", "retry", "revoked", "rejected"):
                 continue
-            out(f"{_when(event.at):>14}  {event.kind:<10} {event.worker:<9} {event.queue:<7} {event.task:<28} {event.detail}")
+            out(
+                f"{_when(event.at):>14}  {event.kind:<10} {event.worker:<9} {event.queue:<7} {event.task:<28} {event.detail}"
+            )
         out("")
         for label, result in results:
             out(f"  {label:<58} -> {result.get()!r}")

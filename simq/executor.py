@@ -181,7 +181,9 @@ class Executor:
     def _autoretry(self, request: Request, exc: Exception) -> None:
         """``autoretry_for``: retry as ``retry_kwargs`` and ``retry_backoff`` say (Celery's rules)."""
         task = request.task
-        if not isinstance(exc, task.autoretry_for) or (task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)):
+        if not isinstance(exc, task.autoretry_for) or (
+            task.dont_autoretry_for and isinstance(exc, task.dont_autoretry_for)
+        ):
             return
         kwargs = dict(task.retry_kwargs)
         if task.retry_backoff and "countdown" not in kwargs and "eta" not in kwargs:
@@ -263,7 +265,9 @@ class Executor:
             again = attrs.evolve(again, headers={**again.headers, **options["headers"]})
         if options.get("expires") is not None:
             expires = options["expires"]
-            again = attrs.evolve(again, expires=to_timestamp(expires) if not isinstance(expires, int | float) else now + float(expires))
+            again = attrs.evolve(
+                again, expires=to_timestamp(expires) if not isinstance(expires, int | float) else now + float(expires)
+            )
         serializer = self.app.serializers.name_for(request.delivery.envelope.content_type)
         try:
             delivery = request.delivery

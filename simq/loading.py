@@ -37,4 +37,6 @@ def load_app(spec: str) -> App:
         if isinstance(value, App):
             return value
         raise ConfigurationError(f"-A {spec!r} names {type(value).__name__} {name!r}, not a simq.App")
-    raise ConfigurationError(f"module {module_name!r} has no App named {' or '.join(candidates)!r}; use -A module:attribute")
+    raise ConfigurationError(
+        f"module {module_name!r} has no App named {' or '.join(candidates)!r}; use -A module:attribute"
+    )

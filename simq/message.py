@@ -11,7 +11,15 @@ from typing import Any
 
 import attrs
 
-__all__ = ["MALFORMED_CONTENT_TYPE", "MALFORMED_HEADER", "Delivery", "Envelope", "TaskMessage", "malformed_envelope", "validate_priority"]
+__all__ = [
+    "MALFORMED_CONTENT_TYPE",
+    "MALFORMED_HEADER",
+    "Delivery",
+    "Envelope",
+    "TaskMessage",
+    "malformed_envelope",
+    "validate_priority",
+]
 
 
 def validate_priority(priority: int | None) -> int | None:

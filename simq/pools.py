@@ -126,7 +126,9 @@ class ThreadPool(Pool):
             word, detail = child.conn.recv()
         except (EOFError, OSError) as exc:
             child.process.join(timeout=5)
-            raise PoolStartError(f"pool child {child.index + 1} exited while building the app (exit code {child.process.exitcode})") from exc
+            raise PoolStartError(
+                f"pool child {child.index + 1} exited while building the app (exit code {child.process.exitcode})"
+            ) from exc
         if word != "ready":
             raise PoolStartError(f"pool child {child.index + 1} cannot build the app: {detail}")
         child.ready = True
@@ -252,7 +254,9 @@ class ProcessPool(Pool):
             word, detail = child.conn.recv()
         except (EOFError, OSError) as exc:
             child.process.join(timeout=5)
-            raise PoolStartError(f"pool child {child.index + 1} exited while building the app (exit code {child.process.exitcode})") from exc
+            raise PoolStartError(
+                f"pool child {child.index + 1} exited while building the app (exit code {child.process.exitcode})"
+            ) from exc
         if word != "ready":
             raise PoolStartError(f"pool child {child.index + 1} cannot build the app: {detail}")
         child.ready = True

@@ -51,14 +51,31 @@ POOLS = ("solo", "threads", "processes")
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="simq worker", description="Run a simq worker against the app's broker.")
     parser.add_argument("-A", "--app", required=True, help="the app, as module:attribute (e.g. proj.tasks:app)")
-    parser.add_argument("-Q", "--queues", default=None, help="comma-separated queues to consume (default: all the app declares)")
-    parser.add_argument("-c", "--concurrency", type=int, default=None, help="tasks run at once (default: worker_concurrency)")
-    parser.add_argument("-P", "--pool", choices=POOLS, default=None, help="solo, threads or processes (default: solo for -c 1, else threads)")
-    parser.add_argument("--prefetch-multiplier", type=int, default=None, help="messages held per concurrency slot (default: worker_prefetch_multiplier)")
+    parser.add_argument(
+        "-Q", "--queues", default=None, help="comma-separated queues to consume (default: all the app declares)"
+    )
+    parser.add_argument(
+        "-c", "--concurrency", type=int, default=None, help="tasks run at once (default: worker_concurrency)"
+    )
+    parser.add_argument(
+        "-P",
+        "--pool",
+        choices=POOLS,
+        default=None,
+        help="solo, threads or processes (default: solo for -c 1, else threads)",
+    )
+    parser.add_argument(
+        "--prefetch-multiplier",
+        type=int,
+        default=None,
+        help="messages held per concurrency slot (default: worker_prefetch_multiplier)",
+    )
     parser.add_argument("-l", "--loglevel", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     parser.add_argument("-n", "--hostname", default=None, help="worker name (default: simq@<host>)")
     parser.add_argument("-b", "--broker", default=None, help="broker URL overriding the app's broker_url")
-    parser.add_argument("--max-reconnect-delay", type=float, default=30.0, help="longest wait between reconnect attempts, seconds")
+    parser.add_argument(
+        "--max-reconnect-delay", type=float, default=30.0, help="longest wait between reconnect attempts, seconds"
+    )
     parser.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv))
     if args.concurrency is not None and args.concurrency < 1:
@@ -132,8 +149,12 @@ class WorkerProcess:
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals == 1:
-            log.warning("%s: %s received, stopping gracefully: running tasks finish, batches flush, held eta "
-                        "messages go back to the broker (send it again to stop at once)", self.hostname, name)
+            log.warning(
+                "%s: %s received, stopping gracefully: running tasks finish, batches flush, held eta "
+                "messages go back to the broker (send it again to stop at once)",
+                self.hostname,
+                name,
+            )
             self.stopping.set()
             return
         log.warning("%s: second %s, stopping at once. %s", self.hostname, name, self._what_is_lost())
@@ -153,12 +174,16 @@ class WorkerProcess:
         late = [r for r in running if not r.acked]
         parts = []
         if late:
-            parts.append(f"{len(late)} running late-ack task(s) go back to the broker and run again: "
-                         + ", ".join(f"{r.name}[{r.id}]" for r in late))
+            parts.append(
+                f"{len(late)} running late-ack task(s) go back to the broker and run again: "
+                + ", ".join(f"{r.name}[{r.id}]" for r in late)
+            )
         if early:
-            parts.append(f"{len(early)} running task(s) were acknowledged when they started and are LOST "
-                         "(use acks_late=True for tasks that must survive this): "
-                         + ", ".join(f"{r.name}[{r.id}]" for r in early))
+            parts.append(
+                f"{len(early)} running task(s) were acknowledged when they started and are LOST "
+                "(use acks_late=True for tasks that must survive this): "
+                + ", ".join(f"{r.name}[{r.id}]" for r in early)
+            )
         return "; ".join(parts) + "."
 
     def _running(self) -> list[Any]:
@@ -259,7 +284,6 @@ class WorkerProcess:
                 raise
         return 0
 
-
     def _log_totals(self) -> None:
         """One line with the counters of every connection this process had, as it stops."""
         stats = [w.stats for w in self.workers]
@@ -290,7 +314,9 @@ def _quietly(fn: Callable[[], Any]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """``simq worker -A module:app ...``; returns the exit code."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=str(args.loglevel).upper(), format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
+    logging.basicConfig(
+        level=str(args.loglevel).upper(), format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+    )
     try:
         app = load_app(args.app)
     except ConfigurationError as exc:

@@ -41,7 +41,11 @@ def encode(message: TaskMessage, serializers: SerializerRegistry, serializer: st
     except EncodeError as exc:
         # Name the argument itself: args[1], kwargs['when'], embed['callbacks'][0]...
         codec = serializers.get(serializer).encode
-        for path, part in (("args", list(message.args)), ("kwargs", dict(message.kwargs)), ("embed", dict(message.embed))):
+        for path, part in (
+            ("args", list(message.args)),
+            ("kwargs", dict(message.kwargs)),
+            ("embed", dict(message.embed)),
+        ):
             found = find_unserializable(part, path, codec)
             if found is not None:
                 where, leaf = found
@@ -72,8 +76,6 @@ def encode(message: TaskMessage, serializers: SerializerRegistry, serializer: st
     if message.headers:
         headers.update(message.headers)
     return Envelope(body, content_type, content_encoding, headers, message.priority, message.id)
-
-
 
 
 def encode_signed(

@@ -35,9 +35,7 @@ EXCHANGE_TYPES = ("direct", "fanout", "topic")
 
 def _check_type(_inst: object, _attr: object, value: str) -> None:
     if value not in EXCHANGE_TYPES:
-        raise ConfigurationError(
-            f"unknown exchange type {value!r}; simq supports {', '.join(EXCHANGE_TYPES)}"
-        )
+        raise ConfigurationError(f"unknown exchange type {value!r}; simq supports {', '.join(EXCHANGE_TYPES)}")
 
 
 @attrs.frozen
@@ -260,7 +258,11 @@ class Router:
         args: Any = (),
         kwargs: Any = None,
     ) -> Route:
-        levels = [task_options, self._from_routes(name, args, kwargs, call_options) if self.routes else {}, call_options]
+        levels = [
+            task_options,
+            self._from_routes(name, args, kwargs, call_options) if self.routes else {},
+            call_options,
+        ]
         queue: Any = None
         exchange: Any = None
         routing_key: Any = None
@@ -322,7 +324,6 @@ def _route_dict(value: Any) -> dict[str, Any]:
     raise ConfigurationError(f"a task route must be a queue name, a Queue or a dict of options, got {value!r}")
 
 
-
 @attrs.define
 class BindingTable:
     """The exchanges, queues and bindings one broker holds, routed by RabbitMQ's rules.
@@ -369,7 +370,9 @@ class BindingTable:
             self._routes.clear()
         return changed
 
-    def replace(self, exchanges: dict[str, str], bindings: dict[str, list[tuple[str, str]]], queues: Iterable[str]) -> None:
+    def replace(
+        self, exchanges: dict[str, str], bindings: dict[str, list[tuple[str, str]]], queues: Iterable[str]
+    ) -> None:
         """Take a whole table read from elsewhere (the Redis copy)."""
         self.exchanges = dict(exchanges)
         self.bindings = {name: list(bindings.get(name, ())) for name in exchanges}

@@ -118,7 +118,9 @@ class WallRuntime:
             with self._lock:
                 if self._pool is None:
                     url = self.app.conf.broker_url
-                    self._pool = ProducerPool(lambda timeout: self.connection(url, timeout), int(self.app.conf.broker_pool_limit))
+                    self._pool = ProducerPool(
+                        lambda timeout: self.connection(url, timeout), int(self.app.conf.broker_pool_limit)
+                    )
                 pool = self._pool
         return pool
 

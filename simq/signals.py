@@ -159,7 +159,9 @@ class SignalHook(WorkerHook):
 
     def on_expired(self, executor: Executor, request: Request, exc: BaseException) -> None:
         if task_revoked.receivers:
-            task_revoked.send(sender=request.task, request=request.context(), terminated=False, signum=None, expired=True)
+            task_revoked.send(
+                sender=request.task, request=request.context(), terminated=False, signum=None, expired=True
+            )
 
     def before_run(self, executor: Executor, request: Request) -> None:
         if task_prerun.receivers:
@@ -174,8 +176,13 @@ class SignalHook(WorkerHook):
         if task_failure.receivers:
             m = request.message
             task_failure.send(
-                sender=request.task, task_id=m.id, exception=exc, args=m.args, kwargs=dict(m.kwargs),
-                traceback=traceback, einfo=traceback,
+                sender=request.task,
+                task_id=m.id,
+                exception=exc,
+                args=m.args,
+                kwargs=dict(m.kwargs),
+                traceback=traceback,
+                einfo=traceback,
             )
 
     def on_retry(self, executor: Executor, request: Request, retry: Any) -> None:
@@ -186,6 +193,11 @@ class SignalHook(WorkerHook):
         if task_postrun.receivers:
             m = request.message
             task_postrun.send(
-                sender=request.task, task_id=m.id, task=request.task, args=m.args, kwargs=dict(m.kwargs),
-                retval=value, state=state,
+                sender=request.task,
+                task_id=m.id,
+                task=request.task,
+                args=m.args,
+                kwargs=dict(m.kwargs),
+                retval=value,
+                state=state,
             )

@@ -164,7 +164,9 @@ class Task:
         """Send with explicit options (see the calling guide for each one)."""
         return self.app.send_task(self.name, args, kwargs, _task=self, **options)
 
-    def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> AsyncResult:
+    def apply(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> AsyncResult:
         """Run the task locally and synchronously, with no broker; return its result handle."""
         import traceback
 
@@ -173,7 +175,9 @@ class Task:
         app = self.app
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         task_id = options.get("task_id") or app.new_id()
-        self.push_request(Context(id=task_id, task=self.name, args=args, kwargs=kwargs, called_directly=False, is_eager=True))
+        self.push_request(
+            Context(id=task_id, task=self.name, args=args, kwargs=kwargs, called_directly=False, is_eager=True)
+        )
         backend = app.backend
         try:
             value = self.run(*args, **kwargs)
@@ -239,7 +243,9 @@ class Task:
         return retry
 
     # -- canvas ----------------------------------------------------------------------------
-    def signature(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+    def signature(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Any:
         from simq.canvas.signatures import Signature
 
         return Signature(self, args, kwargs, options)
@@ -353,9 +359,13 @@ def check_retry_policy(task: type[Task]) -> None:
             raise ConfigurationError(f"task {task.name!r}: retry_kwargs has {key!r}; it takes {', '.join(allowed)}")
     backoff = task.retry_backoff
     if not isinstance(backoff, bool | int | float) or backoff < 0:
-        raise ConfigurationError(f"task {task.name!r}: retry_backoff must be True, False or a factor in seconds, got {backoff!r}")
+        raise ConfigurationError(
+            f"task {task.name!r}: retry_backoff must be True, False or a factor in seconds, got {backoff!r}"
+        )
     if not isinstance(task.retry_backoff_max, int | float) or task.retry_backoff_max < 0:
-        raise ConfigurationError(f"task {task.name!r}: retry_backoff_max must be seconds >= 0, got {task.retry_backoff_max!r}")
+        raise ConfigurationError(
+            f"task {task.name!r}: retry_backoff_max must be seconds >= 0, got {task.retry_backoff_max!r}"
+        )
 
 
 def backoff_countdown(task: Task, retries: int, rng: Any) -> float:

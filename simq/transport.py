@@ -155,7 +155,9 @@ class Transport:
 TransportFactory = Callable[..., Transport]
 
 
-_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@]*):(?P<password>.*)@(?P<rest>[^@]*)$", re.S)
+_USERINFO = re.compile(
+    r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:@]*):(?P<password>.*)@(?P<rest>[^@]*)$", re.S
+)
 
 
 def redact_url(url: str) -> str:

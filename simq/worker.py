@@ -160,7 +160,9 @@ class Worker:
             return
         queue = self.app.router.queue(name)
         self.transport.declare_queue(queue)
-        self.transport.consume(queue.name, prefetch=self._prefetch_applied or self.prefetch, tag=f"{self.hostname}:{queue.name}")
+        self.transport.consume(
+            queue.name, prefetch=self._prefetch_applied or self.prefetch, tag=f"{self.hostname}:{queue.name}"
+        )
         self._consuming.append(queue.name)
 
     def stop(self) -> None:
@@ -265,7 +267,12 @@ class Worker:
             for hook in hooks.on_received:
                 hook(self, request)
         if log.isEnabledFor(logging.INFO):
-            log.info("Task %s[%s] received%s", message.task, message.id, f" (eta in {eta - now:.3f}s)" if eta and eta > now else "")
+            log.info(
+                "Task %s[%s] received%s",
+                message.task,
+                message.id,
+                f" (eta in {eta - now:.3f}s)" if eta and eta > now else "",
+            )
         if eta is not None and eta > now:
             max_hold = self.transport.max_hold
             if max_hold is not None and eta - now > max_hold:
@@ -273,8 +280,13 @@ class Worker:
                 # consumer_timeout): the broker keeps it until nearer its time.
                 self.transport.defer(delivery, eta)
                 self.stats.deferred += 1
-                log.info("Task %s[%s] deferred: due in %.0f s, longer than this broker lets a consumer hold it (%.0f s)",
-                         message.task, message.id, eta - now, max_hold)
+                log.info(
+                    "Task %s[%s] deferred: due in %.0f s, longer than this broker lets a consumer hold it (%.0f s)",
+                    message.task,
+                    message.id,
+                    eta - now,
+                    max_hold,
+                )
                 return
             seq = next(self._eta_seq)
             self._held[seq] = delivery
@@ -352,7 +364,11 @@ class Worker:
         message_id = headers.get("id") if isinstance(headers, Mapping) else None
         log.warning(
             "rejected message %r (delivery %s) from queue %r (%s): %s",
-            message_id or delivery.envelope.message_id, delivery.tag, delivery.queue, reason, detail,
+            message_id or delivery.envelope.message_id,
+            delivery.tag,
+            delivery.queue,
+            reason,
+            detail,
         )
         if isinstance(message_id, str) and message_id and len(message_id) <= 255:
             self._fail_refused(message_id, reason, detail)
@@ -510,8 +526,12 @@ class Worker:
         """The pool slot died running ``requests`` (a killed child process)."""
         for request in requests:
             if acks_late and self._reject_on_lost:
-                log.error("Task %s[%s]: %s; given back to the broker (task_reject_on_worker_lost)",
-                          request.name, request.id, outcome.error)
+                log.error(
+                    "Task %s[%s]: %s; given back to the broker (task_reject_on_worker_lost)",
+                    request.name,
+                    request.id,
+                    outcome.error,
+                )
                 self.transport.reject(request.delivery, requeue=True, reason=outcome.error or "worker lost")
                 continue
             exc = WorkerLostError(f"task {request.name}[{request.id}]: {outcome.error}")

@@ -59,7 +59,15 @@ def test_prefetch_error_names_task_numbers_and_fix():
     with pytest.raises(ConfigurationError) as info, app.simulate(concurrency=2):
         pass
     text = str(info.value)
-    for piece in ("'clicks.count'", "flush_every=7", "at most 6", "concurrency=2", "prefetch_multiplier=3", ">= 7", "0 for unlimited"):
+    for piece in (
+        "'clicks.count'",
+        "flush_every=7",
+        "at most 6",
+        "concurrency=2",
+        "prefetch_multiplier=3",
+        ">= 7",
+        "0 for unlimited",
+    ):
         assert piece in text, (piece, text)
 
 

@@ -57,7 +57,9 @@ def run_schedule(seed, workers, flush_every, flush_interval, gaps, crash_at):
                     sim.add_worker(prefetch_multiplier=0)
         sim.run_until_idle()
     ids = [r.id for r in results]
-    params = dict(seed=seed, workers=workers, flush_every=flush_every, flush_interval=flush_interval, gaps=gaps, crash_at=crash_at)
+    params = dict(
+        seed=seed, workers=workers, flush_every=flush_every, flush_interval=flush_interval, gaps=gaps, crash_at=crash_at
+    )
     where = f"replay: run_schedule(**{params!r})"
     counted = Counter(i for _, batch in log["batches"] for i in batch)
     assert sorted(counted) == sorted(ids), f"some request never ran in a batch; {where}"
@@ -80,7 +82,9 @@ def run_schedule(seed, workers, flush_every, flush_interval, gaps, crash_at):
     gaps=st.lists(st.sampled_from([0.0, 0.0, 0.0, 0.1, 0.7, 3.0, 12.0, 40.0]), min_size=1, max_size=50),
     crash_at=st.one_of(st.none(), st.integers(0, 49)),
 )
-def test_batches_deliver_each_request_once_in_bounded_batches(seed, workers, flush_every, flush_interval, gaps, crash_at):
+def test_batches_deliver_each_request_once_in_bounded_batches(
+    seed, workers, flush_every, flush_interval, gaps, crash_at
+):
     run_schedule(seed, workers, flush_every, flush_interval, gaps, crash_at)
 
 

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TASKS = 10_000
 KILLS = 4
 
-MODULE = '''
+MODULE = """
 import os, time
 import redis
 from simq import App
@@ -54,7 +54,7 @@ def work(i):
     runs.incr(RUNS_KEY)  # one per execution: executions - tasks = duplicates
     time.sleep(0.0005)
     return i
-'''
+"""
 
 
 class _Project:
@@ -63,6 +63,7 @@ class _Project:
     def __init__(self, tmp_path: Path, kind: str) -> None:
         require(kind)
         import redis  # the [redis] extra; require() has checked the broker is reachable
+
         namespace = f"f{uuid.uuid4().hex[:12]}"
         broker = with_namespace(broker_url(kind), namespace)
         if kind == "redis":
@@ -89,8 +90,20 @@ class _Project:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def worker(self, *extra: str) -> subprocess.Popen[bytes]:
-        cmd = [sys.executable, "-m", "simq.production", "-A", f"{self.name}:app", "--poll-interval", "0.1",
-               "--max-reconnect-delay", "1", "-l", "WARNING", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "simq.production",
+            "-A",
+            f"{self.name}:app",
+            "--poll-interval",
+            "0.1",
+            "--max-reconnect-delay",
+            "1",
+            "-l",
+            "WARNING",
+            *extra,
+        ]
         proc = subprocess.Popen(cmd, cwd=self.path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc

@@ -212,7 +212,11 @@ class TestRetries:
             assert r.get(timeout=600) == "done"
             assert sorted(attempts) == [0, 1, 2]
             assert attempts[0] == 2  # the mid-execution crash made attempt 0 run again
-            assert [f.kind for f in sim.fault_log] == ["crash-mid-execution", "connection-drop", "crash-before-execution"]
+            assert [f.kind for f in sim.fault_log] == [
+                "crash-mid-execution",
+                "connection-drop",
+                "crash-before-execution",
+            ]
 
 
 class TestPlans:
@@ -269,6 +273,12 @@ class TestPlans:
 
     def test_every_kind_is_listed(self):
         assert set(KINDS) == {
-            "crash-before-execution", "crash-mid-execution", "crash-after-execution", "duplicate-delivery",
-            "slow-task", "clock-jump", "connection-drop", "broker-restart",
+            "crash-before-execution",
+            "crash-mid-execution",
+            "crash-after-execution",
+            "duplicate-delivery",
+            "slow-task",
+            "clock-jump",
+            "connection-drop",
+            "broker-restart",
         }

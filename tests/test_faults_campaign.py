@@ -51,7 +51,9 @@ class TestCampaign:
         assert "worker crashes:      0 (must be 0)" in out
 
     def test_late_acks_only_with_fixed_rate(self):
-        status, out, _ = run(["campaign", "--seeds", "5", "--acks", "late", "--rate", "0.2", "--workloads", "add,retry", "--quiet"])
+        status, out, _ = run(
+            ["campaign", "--seeds", "5", "--acks", "late", "--rate", "0.2", "--workloads", "add,retry", "--quiet"]
+        )
         assert status == 0
         assert "lost, early acks:    0" in out
 

@@ -28,8 +28,14 @@ scalars = st.one_of(
     st.text(max_size=20),
     st.binary(max_size=20),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
-header_keys = st.sampled_from(["task", "id", "eta", "expires", "retries", "root_id", "parent_id", "group", "group_index", "simq"]) | st.text(max_size=10)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+header_keys = st.sampled_from(
+    ["task", "id", "eta", "expires", "retries", "root_id", "parent_id", "group", "group_index", "simq"]
+) | st.text(max_size=10)
 header_dicts = st.dictionaries(header_keys, values, max_size=8)
 # Header dicts that name a task the worker knows, to reach the body and header checks.
 known_task_headers = st.fixed_dictionaries(
@@ -46,7 +52,13 @@ def body_is_a_call(body: object, content_type: object) -> bool:
         data = json.loads(body)
     except Exception:
         return False
-    return isinstance(data, list) and len(data) == 3 and isinstance(data[0], list) and isinstance(data[1], dict) and isinstance(data[2], dict)
+    return (
+        isinstance(data, list)
+        and len(data) == 3
+        and isinstance(data[0], list)
+        and isinstance(data[1], dict)
+        and isinstance(data[2], dict)
+    )
 
 
 def run_deliveries(envelopes, dead_letter_exchange=False):
@@ -83,14 +95,20 @@ FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @FUZZ
 @given(
     st.lists(
-        st.tuples(st.binary(max_size=200), st.sampled_from(CONTENT_TYPES) | st.text(max_size=20), header_dicts | known_task_headers),
+        st.tuples(
+            st.binary(max_size=200),
+            st.sampled_from(CONTENT_TYPES) | st.text(max_size=20),
+            header_dicts | known_task_headers,
+        ),
         min_size=1,
         max_size=5,
     ),
     st.booleans(),
 )
 def test_arbitrary_bytes_never_run_and_never_crash(items, dead_letter_exchange):
-    envelopes = [Envelope(body, ctype, "utf-8", headers) for body, ctype, headers in items if not body_is_a_call(body, ctype)]
+    envelopes = [
+        Envelope(body, ctype, "utf-8", headers) for body, ctype, headers in items if not body_is_a_call(body, ctype)
+    ]
     executed, worker, sim, _ = run_deliveries(envelopes, dead_letter_exchange)
     assert executed == []
     assert worker.stats.rejected_total == len(envelopes)
@@ -100,7 +118,13 @@ def test_arbitrary_bytes_never_run_and_never_crash(items, dead_letter_exchange):
 
 
 @FUZZ
-@given(st.lists(st.tuples(values, values, st.sampled_from(CONTENT_TYPES) | st.text(max_size=20), header_dicts), min_size=1, max_size=5))
+@given(
+    st.lists(
+        st.tuples(values, values, st.sampled_from(CONTENT_TYPES) | st.text(max_size=20), header_dicts),
+        min_size=1,
+        max_size=5,
+    )
+)
 def test_unknown_task_names_never_run(items):
     """Any JSON-ish body with headers that name no registered task: rejected, never run."""
     envelopes = []
@@ -120,7 +144,9 @@ def test_unknown_task_names_never_run(items):
 @FUZZ
 @given(
     st.lists(
-        st.tuples(st.lists(values, max_size=3), st.dictionaries(st.text(max_size=5), values, max_size=3), known_task_headers),
+        st.tuples(
+            st.lists(values, max_size=3), st.dictionaries(st.text(max_size=5), values, max_size=3), known_task_headers
+        ),
         min_size=1,
         max_size=5,
     )

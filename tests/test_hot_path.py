@@ -78,12 +78,16 @@ class TestDecodeStillRefuses:
 
     def test_refused_content_type_is_named(self):
         with pytest.raises(MessageRejected) as info:
-            decode(_delivery({"task": "t", "id": "x"}, content_type="application/x-python-serialize"), SerializerRegistry(), self.accept)
+            decode(
+                _delivery({"task": "t", "id": "x"}, content_type="application/x-python-serialize"),
+                SerializerRegistry(),
+                self.accept,
+            )
         assert info.value.reason == "content-disallowed"
 
     def test_a_good_message_keeps_its_optional_headers_and_user_headers(self):
         headers = {"task": "t", "id": "x", "retries": 2, "eta": 5, "expires": 9.5, "group_index": 3, "trace": "abc"}
-        message = decode(_delivery(headers, b"[[1], {\"k\": 2}, {}]"), SerializerRegistry(), self.accept)
+        message = decode(_delivery(headers, b'[[1], {"k": 2}, {}]'), SerializerRegistry(), self.accept)
         assert (message.retries, message.eta, message.expires, message.group_index) == (2, 5.0, 9.5, 3)
         assert message.args == (1,) and dict(message.kwargs) == {"k": 2}
         assert dict(message.headers) == {"trace": "abc"}

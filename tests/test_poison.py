@@ -106,7 +106,10 @@ class TestUnknownTasks:
         check_rejected(envelope(body=body), "unknown-signature", caplog)
 
     def test_nested_canvas_naming_an_unknown_task(self, caplog):
-        chain = [{"task": "poison.add", "args": [1], "kwargs": {}}, {"task": "poison.missing", "args": [], "kwargs": {}}]
+        chain = [
+            {"task": "poison.add", "args": [1], "kwargs": {}},
+            {"task": "poison.missing", "args": [], "kwargs": {}},
+        ]
         body = json.dumps([[1, 2], {}, {"chain": chain}]).encode()
         check_rejected(envelope(body=body), "unknown-signature", caplog)
 
@@ -163,14 +166,19 @@ class TestHeaders:
         check_rejected(Envelope(GOOD_BODY, None, "utf-8", dict(GOOD_HEADERS)), "malformed", caplog)
 
     def test_body_not_bytes(self, caplog):
-        check_rejected(Envelope("[[1, 2], {}, {}]", "application/json", "utf-8", dict(GOOD_HEADERS)), "malformed", caplog)
+        check_rejected(
+            Envelope("[[1, 2], {}, {}]", "application/json", "utf-8", dict(GOOD_HEADERS)), "malformed", caplog
+        )
 
     def test_kwargs_with_non_string_keys(self, caplog):
         import msgpack
 
         body = msgpack.packb([[], {1: 2}, {}])
         check_rejected(
-            envelope(body=body, content_type="application/x-msgpack"), "malformed", caplog, accept_content=["json", "msgpack"]
+            envelope(body=body, content_type="application/x-msgpack"),
+            "malformed",
+            caplog,
+            accept_content=["json", "msgpack"],
         )
 
 

@@ -36,7 +36,7 @@ def urls(request):
     return request.param, broker, with_namespace(result_url(request.param), namespace)
 
 
-MODULE = '''
+MODULE = """
 import os, time
 from simq import App
 
@@ -64,7 +64,7 @@ def twice(self):
     if self.request.retries == 0:
         raise self.retry()
     return self.request.retries
-'''
+"""
 
 
 @pytest.fixture
@@ -96,7 +96,18 @@ class _Project:
         self.procs = []
 
     def worker(self, *extra):
-        cmd = [sys.executable, "-m", "simq.production", "-A", f"{self.name}:app", "--poll-interval", "0.1", "-l", "WARNING", *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "simq.production",
+            "-A",
+            f"{self.name}:app",
+            "--poll-interval",
+            "0.1",
+            "-l",
+            "WARNING",
+            *extra,
+        ]
         proc = subprocess.Popen(cmd, cwd=self.path, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc

@@ -73,7 +73,12 @@ def test_a_success_fires_publish_receive_prerun_success_postrun_in_order(heard):
         r = app.tasks["add"].delay(2, 3)
         assert r.get() == 5
     assert names(events) == [
-        "before_task_publish", "after_task_publish", "task_received", "task_prerun", "task_success", "task_postrun",
+        "before_task_publish",
+        "after_task_publish",
+        "task_received",
+        "task_prerun",
+        "task_success",
+        "task_postrun",
     ]
     assert events[0][2]["routing_key"] == "celery" and events[0][2]["headers"]["id"] == r.id
     assert events[3][2]["task_id"] == r.id and events[3][2]["args"] == (2, 3)

@@ -49,7 +49,7 @@ class TestSignedRuns:
         with app.simulate(seed=1) as sim:
             sent = capture(sim)
             add.delay(1, 1)
-            (envelope, _, _), = sent
+            ((envelope, _, _),) = sent
             assert len(envelope.headers[SIGNATURE_HEADER]) == 64  # sha256 hex
 
     def test_retries_are_signed_too(self):
@@ -89,7 +89,9 @@ class TestRefused:
     def test_unsigned_message_is_refused(self):
         app, _, ran = make_app()
         body = json.dumps([[1, 2], {}, {}]).encode()
-        unsigned = Envelope(body, "application/json", "utf-8", {"simq": 1, "task": "signed.add", "id": "u1", "retries": 0})
+        unsigned = Envelope(
+            body, "application/json", "utf-8", {"simq": 1, "task": "signed.add", "id": "u1", "retries": 0}
+        )
         sim, worker = self.publish_and_run(app, unsigned)
         assert ran == []
         assert worker.stats.rejected == {"bad-signature": 1}

@@ -29,7 +29,9 @@ def test_matrix_cells_say_pass_fail_emulated_unsupported():
     m.pytest_runtest_logreport(_Report("simulated", "t_a", "passed"))
     m.pytest_runtest_logreport(_Report("redis", "t_a", "passed", capability=("immediate", "emulated")))
     m.pytest_runtest_logreport(_Report("amqp", "t_a", "failed"))
-    m.pytest_runtest_logreport(_Report("x", "t_a", "skipped", when="setup", longrepr=("f", 1, "Skipped: unsupported: no")))
+    m.pytest_runtest_logreport(
+        _Report("x", "t_a", "skipped", when="setup", longrepr=("f", 1, "Skipped: unsupported: no"))
+    )
     assert m.cells["t_a"] == {"simulated": "pass", "redis": "emulated", "amqp": "fail", "x": "unsupported"}
     assert m.failed
     table = m.markdown()

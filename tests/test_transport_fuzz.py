@@ -37,7 +37,12 @@ from simq.message import MALFORMED_CONTENT_TYPE, Envelope
 from tests.test_deployed_worker import _Deployed, _pool_args
 
 _values = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**64 - 1) | st.floats() | st.text(max_size=8) | st.binary(max_size=8),
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
+    | st.binary(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
     max_leaves=12,
 )
@@ -91,7 +96,16 @@ def test_dead_letters_keep_small_payloads_whole_and_cut_large_ones():
 
 def _redis_poison(rng: random.Random) -> list[bytes]:
     """Bytes someone else wrote onto a simq list: random, msgpack of the wrong shape, bad fields."""
-    good = [b"[[1], {}, {}]", "application/json", "utf-8", {"simq": 1, "task": "inner", "id": "x"}, None, "x", "", "celery"]
+    good = [
+        b"[[1], {}, {}]",
+        "application/json",
+        "utf-8",
+        {"simq": 1, "task": "inner", "id": "x"},
+        None,
+        "x",
+        "",
+        "celery",
+    ]
     out = [
         b"",
         b"0",
@@ -104,10 +118,15 @@ def _redis_poison(rng: random.Random) -> list[bytes]:
         b"0" + msgpack.packb([1, *good[1:]]),  # body not bytes
         b"0\x92\xc4\x00",  # truncated
         b'{"body": "kombu json", "headers": {}}',  # another library's message on our list
-        b"0" + msgpack.packb([b"\xff\xfe", "application/json", "utf-8", {"simq": 1, "task": "inner", "id": "y"}, None, "y", "", "celery"]),
+        b"0"
+        + msgpack.packb(
+            [b"\xff\xfe", "application/json", "utf-8", {"simq": 1, "task": "inner", "id": "y"}, None, "y", "", "celery"]
+        ),
     ]
     for message_id, eta in (("n", math.nan), ("f", 1e300), ("i", math.inf)):  # held for ever if believed
-        out.append(b"0" + msgpack.packb([*good[:3], {**good[3], "id": message_id, "eta": eta}, None, message_id, "", "celery"]))
+        out.append(
+            b"0" + msgpack.packb([*good[:3], {**good[3], "id": message_id, "eta": eta}, None, message_id, "", "celery"])
+        )
     for _ in range(20):
         out.append(rng.choice([b"0", b"1", b""]) + rng.randbytes(rng.randrange(0, 200)))
     return out
@@ -137,12 +156,17 @@ def _amqp_poison(rng: random.Random) -> list[tuple[bytes, dict]]:
                 },
             },
         ),
-        (b"[[1], {}, {}]", {"content_type": "application/json", "application_headers": {**headers, "id": "v", "eta": 1e300}}),
+        (
+            b"[[1], {}, {}]",
+            {"content_type": "application/json", "application_headers": {**headers, "id": "v", "eta": 1e300}},
+        ),
         (b"", {}),
         (b"[[1], {}, {}]", {"content_type": "application/x-unheard-of", "application_headers": {**headers, "id": "t"}}),
     ]
     for _ in range(15):
-        out.append((rng.randbytes(rng.randrange(0, 200)), {"content_type": rng.choice(["application/json", "", "x/y"])}))
+        out.append(
+            (rng.randbytes(rng.randrange(0, 200)), {"content_type": rng.choice(["application/json", "", "x/y"])})
+        )
     return out
 
 
@@ -189,7 +213,9 @@ def test_poison_written_onto_redis_lists_never_stops_the_worker(tmp_path, pool):
         dead = client.lrange(f"simq:{project.namespace}:dead:celery", 0, -1)
         assert len(dead) == len(poison)
         reasons = [read_dead_letter(entry)[0] for entry in dead]
-        assert all(reason.startswith(("malformed: ", "undecodable: ", "eta-out-of-range: ")) for reason in reasons), reasons
+        assert all(reason.startswith(("malformed: ", "undecodable: ", "eta-out-of-range: ")) for reason in reasons), (
+            reasons
+        )
         assert client.ttl(f"simq:{project.namespace}:dead:celery") > 0  # dead letters do not live for ever
         assert project.side_list("inner") == ["42"]  # the good task ran, no poison did
         project.stop()

@@ -52,8 +52,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, default=100, help="how many seeds (default 100)")
     run.add_argument("--start", type=int, default=0, help="first seed (default 0)")
     run.add_argument("--rate", type=float, default=None, help="fix the fault rate instead of drawing it per seed")
-    run.add_argument("--kinds", default=None, help=f"comma-separated fault kinds (default: drawn); of {','.join(KINDS)}")
-    run.add_argument("--workloads", default=None, help=f"comma-separated workloads (default all: {','.join(WORKLOADS)})")
+    run.add_argument(
+        "--kinds", default=None, help=f"comma-separated fault kinds (default: drawn); of {','.join(KINDS)}"
+    )
+    run.add_argument(
+        "--workloads", default=None, help=f"comma-separated workloads (default all: {','.join(WORKLOADS)})"
+    )
     run.add_argument("--acks", choices=("late", "early", "both"), default="both")
     run.add_argument("--bad-inputs", type=int, default=0, help="also feed this many mutated messages to a worker")
     run.add_argument("--quiet", action="store_true", help="no progress line")
@@ -118,8 +122,13 @@ def main(argv: list[str], out: TextIO | None = None, err: TextIO | None = None) 
             err.flush()
 
         summary = campaign(
-            args.seeds, start=args.start, rate=args.rate, kinds=kinds, workloads=workloads,
-            acks=_acks(args.acks), progress=progress,
+            args.seeds,
+            start=args.start,
+            rate=args.rate,
+            kinds=kinds,
+            workloads=workloads,
+            acks=_acks(args.acks),
+            progress=progress,
         )
         if args.bad_inputs:
             tried, _, crashes = fuzz_bad_inputs(args.start, args.bad_inputs)

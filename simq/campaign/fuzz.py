@@ -44,7 +44,12 @@ def random_value(rng: random.Random, depth: int = 0) -> Any:
 def bad_envelope(rng: random.Random, task_names: Sequence[str]) -> Envelope:
     import json
 
-    headers: Any = {"simq": 1, "task": rng.choice(list(task_names)), "id": f"bad-{rng.getrandbits(32):08x}", "retries": 0}
+    headers: Any = {
+        "simq": 1,
+        "task": rng.choice(list(task_names)),
+        "id": f"bad-{rng.getrandbits(32):08x}",
+        "retries": 0,
+    }
     body = json.dumps([[1, 2], {}, {}]).encode()
     content_type = "application/json"
     for _ in range(1 + rng.randrange(3)):
@@ -54,7 +59,9 @@ def bad_envelope(rng: random.Random, task_names: Sequence[str]) -> Envelope:
         elif mutation == 1:
             content_type = rng.choice(_CONTENT_TYPES)
         elif mutation == 2:
-            headers[rng.choice(["task", "id", "eta", "expires", "retries", "group_index", "root_id"])] = random_value(rng)
+            headers[rng.choice(["task", "id", "eta", "expires", "retries", "group_index", "root_id"])] = random_value(
+                rng
+            )
         elif mutation == 3:
             headers = {str(random_value(rng)): random_value(rng) for _ in range(rng.randrange(4))}
         elif mutation == 4:

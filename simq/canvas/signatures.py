@@ -126,7 +126,9 @@ class Signature(dict[str, Any]):
         return self
 
     # -- building ------------------------------------------------------------------------
-    def clone(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Signature:
+    def clone(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Signature:
         """A copy with call-time ``args`` prepended (unless immutable) and ``kwargs`` merged, call-time winning."""
         sig = _deep_copy(self, self._app)
         if not self.immutable:
@@ -184,7 +186,9 @@ class Signature(dict[str, Any]):
         return NotImplemented
 
     # -- sending -------------------------------------------------------------------------
-    def apply_async(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+    def apply_async(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Any:
         """Send the canvas; returns an ``AsyncResult`` (or a ``GroupResult`` for a group)."""
         return self.app.send_signature(self, args, kwargs, **options)
 
@@ -302,8 +306,6 @@ def _members(sig: Signature) -> list[Signature]:
     return items  # type: ignore[no-any-return]
 
 
-
-
 def from_dict(data: Any, app: App | None) -> Signature:
     """A signature of the right kind from its dict form (as it arrives in a message)."""
     if isinstance(data, Signature):
@@ -346,7 +348,9 @@ def _as_signature(app: App | None, value: Any) -> Signature:
 
 def _deep_copy(sig: Signature, app: App | None) -> Signature:
     """A copy whose nested signatures and option dicts are copies too (args are shared, never mutated)."""
-    new = Signature._kinds.get(str(sig.get("subtask_type")), Signature)._from_dict(sig, app if app is not None else sig._app)
+    new = Signature._kinds.get(str(sig.get("subtask_type")), Signature)._from_dict(
+        sig, app if app is not None else sig._app
+    )
     options = new["options"]  # already a fresh dict
     if "link" in options or "link_error" in options:
         for key in ("link", "link_error"):

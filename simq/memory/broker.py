@@ -203,9 +203,7 @@ class MemoryBroker:
                     consumer = ready[0] if len(ready) == 1 else ready[rng.randrange(len(ready))]
                 envelope, (exchange, key, redelivered) = mq.get()
                 self._pending -= 1
-                delivery = Delivery(
-                    envelope, next(self._tags), mq.queue.name, exchange, key, redelivered, consumer.tag
-                )
+                delivery = Delivery(envelope, next(self._tags), mq.queue.name, exchange, key, redelivered, consumer.tag)
                 mq.stats.delivered += 1
                 if redelivered:
                     mq.stats.redelivered += 1

@@ -202,8 +202,10 @@ class FaultInjector:
                 continue
             if injection.when is not None and elapsed < injection.when:
                 continue
-            if point != "step" and injection.worker is not None and (
-                worker is None or not worker.hostname.startswith(injection.worker)
+            if (
+                point != "step"
+                and injection.worker is not None
+                and (worker is None or not worker.hostname.startswith(injection.worker))
             ):
                 continue
             if injection.task is not None and (request is None or injection.task not in (request.name, request.id)):

@@ -115,7 +115,12 @@ class Simulation:
         for queue in self.app.router.queues.values():
             self.broker.declare_queue(queue)
         for index in range(self.workers):
-            self.add_worker(queues=self.queues, concurrency=self.concurrency, prefetch_multiplier=self.prefetch_multiplier, name=f"worker-{index + 1}")
+            self.add_worker(
+                queues=self.queues,
+                concurrency=self.concurrency,
+                prefetch_multiplier=self.prefetch_multiplier,
+                name=f"worker-{index + 1}",
+            )
 
     def __enter__(self) -> Simulation:
         self.app.push_runtime(self)
@@ -201,8 +206,16 @@ class Simulation:
     ) -> None:
         if self.record_trace:
             self._raw_trace.append(
-                (len(self._raw_trace), self.clock.now, "sent", "client", message.task, message.id, routing_key,
-                 f"exchange={exchange!r}" + (f" eta=+{message.eta - self.clock.now:g}s" if message.eta else ""))
+                (
+                    len(self._raw_trace),
+                    self.clock.now,
+                    "sent",
+                    "client",
+                    message.task,
+                    message.id,
+                    routing_key,
+                    f"exchange={exchange!r}" + (f" eta=+{message.eta - self.clock.now:g}s" if message.eta else ""),
+                )
             )
         (connection or self.producer).publish(envelope, exchange, routing_key, mandatory=mandatory, immediate=immediate)
         if self.eager and not self._running:
@@ -346,9 +359,7 @@ class Simulation:
         dropped = [e for e in self._raw_trace if e[2] == "unroutable"]
         if dropped:
             hint += f"; {len(dropped)} message(s) matched no queue (routing key {dropped[-1][6]!r})"
-        return (
-            f"simulation (seed={self.seed}) is idle but {what} is not ready; workers consume {consumed}{hint}"
-        )
+        return f"simulation (seed={self.seed}) is idle but {what} is not ready; workers consume {consumed}{hint}"
 
     def settle_eagerly(self) -> None:
         """Eager mode: run everything this send caused, now; patch time only if the clock jumps."""
@@ -376,8 +387,16 @@ class Simulation:
             return
         if request is not None:
             self._raw_trace.append(
-                (len(self._raw_trace), self.clock.now, kind, worker, request.message.task, request.message.id,
-                 request.delivery.queue, detail)
+                (
+                    len(self._raw_trace),
+                    self.clock.now,
+                    kind,
+                    worker,
+                    request.message.task,
+                    request.message.id,
+                    request.delivery.queue,
+                    detail,
+                )
             )
         else:
             self._raw_trace.append((len(self._raw_trace), self.clock.now, kind, worker, "", "", queue or "", detail))
@@ -386,14 +405,32 @@ class Simulation:
         if self.record_trace:
             headers = envelope.headers
             self._raw_trace.append(
-                (len(self._raw_trace), self.clock.now, kind, "broker", headers.get("task", ""), headers.get("id", ""), routing_key, "")
+                (
+                    len(self._raw_trace),
+                    self.clock.now,
+                    kind,
+                    "broker",
+                    headers.get("task", ""),
+                    headers.get("id", ""),
+                    routing_key,
+                    "",
+                )
             )
 
     @property
     def trace(self) -> list[TraceEvent]:
         start = self.start
         return [
-            TraceEvent(seq, at - start, kind, worker, task, task_id, queue, "" if detail is None else repr(detail) if not isinstance(detail, str) else detail)
+            TraceEvent(
+                seq,
+                at - start,
+                kind,
+                worker,
+                task,
+                task_id,
+                queue,
+                "" if detail is None else repr(detail) if not isinstance(detail, str) else detail,
+            )
             for seq, at, kind, worker, task, task_id, queue, detail in self._raw_trace
         ]
 
@@ -455,7 +492,13 @@ class TraceHook(WorkerHook):
 
     def on_retry(self, executor: Executor, request: Request, retry: Any) -> None:
         when = retry.when if retry.when is not None else executor.clock.now
-        self.emit("retry", executor.hostname, request, None, f"retry {request.message.retries + 1} at +{when - executor.clock.now:g}s")
+        self.emit(
+            "retry",
+            executor.hostname,
+            request,
+            None,
+            f"retry {request.message.retries + 1} at +{when - executor.clock.now:g}s",
+        )
 
     def on_batch(self, executor: Executor, task: Any, requests: Sequence[Request]) -> None:
         self.emit("batch", executor.hostname, requests[0], None, len(requests))

@@ -71,6 +71,7 @@ _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 #: its deliveries are gone, so it counts as a lost connection (the worker reconnects; RabbitMQ redelivers).
 _CHANNEL_ERRORS: tuple[type[BaseException], ...] = (amqp.exceptions.ChannelError,)
 
+
 def _to_amqp_priority(priority: int | None) -> int | None:
     return None if priority is None else 9 - priority
 
@@ -158,7 +159,9 @@ class AMQPTransport(Transport):
         return name
 
     def _lost(self, exc: BaseException) -> BrokerUnavailable:
-        return BrokerUnavailable(f"lost the connection to RabbitMQ at {self.host}:{self.port} ({redact_url(self.url)}): {exc}")
+        return BrokerUnavailable(
+            f"lost the connection to RabbitMQ at {self.host}:{self.port} ({redact_url(self.url)}): {exc}"
+        )
 
     def _side_channel(self) -> amqp.Channel:
         if self._side is None or not self._side.is_open:
@@ -221,7 +224,9 @@ class AMQPTransport(Transport):
                 continue
             self.declare_exchange(binding.exchange)
             try:
-                self._side_channel().queue_bind(self._name(queue.name), self._name(binding.exchange.name), binding.routing_key)
+                self._side_channel().queue_bind(
+                    self._name(queue.name), self._name(binding.exchange.name), binding.routing_key
+                )
             except _CONNECTION_ERRORS as exc:
                 raise self._lost(exc) from exc
         self.table.add_queue(queue)
@@ -311,7 +316,9 @@ class AMQPTransport(Transport):
     def publish_many(self, items: Sequence[tuple[Envelope, str, str]]) -> None:
         """Unconfirmed publishes, written to the socket together (declarations first, outside the batch)."""
         try:
-            prepared = [(*self._prepare(envelope, exchange, key), self._name(exchange)) for envelope, exchange, key in items]
+            prepared = [
+                (*self._prepare(envelope, exchange, key), self._name(exchange)) for envelope, exchange, key in items
+            ]
             corked = getattr(self.raw.transport, "corked", None)
             with corked() if corked is not None else contextlib.nullcontext():
                 for message, key, exchange in prepared:
@@ -340,7 +347,9 @@ class AMQPTransport(Transport):
         tag = tag or f"ctag-{len(self._consumers) + 1}"
         try:
             self._apply_qos()
-            self._consume_channel().basic_consume(self._name(queue), consumer_tag=tag, no_ack=False, callback=self._on_message)
+            self._consume_channel().basic_consume(
+                self._name(queue), consumer_tag=tag, no_ack=False, callback=self._on_message
+            )
         except amqp.exceptions.NotFound:
             self._ch = None
             raise RoutingError(f"cannot consume from undeclared queue {queue!r}") from None
@@ -380,7 +389,9 @@ class AMQPTransport(Transport):
             envelope = malformed_envelope(raw, f"cannot read the AMQP message: {type(exc).__name__}: {exc}"[:500])
         self._unacked.add(tag)
         queue = self._consumers.get(consumer, "")
-        self._inbox.append(Delivery(envelope, tag, queue, exchange, routing_key, bool(info.get("redelivered")), consumer))
+        self._inbox.append(
+            Delivery(envelope, tag, queue, exchange, routing_key, bool(info.get("redelivered")), consumer)
+        )
 
     @staticmethod
     def _envelope(message: amqp.Message) -> Envelope:

@@ -179,7 +179,9 @@ class RedisTransport(Transport):
                 if binding.exchange.name == "":
                     continue
                 self.declare_exchange(binding.exchange)
-                added += self.client.sadd(f"{self.prefix}b:{binding.exchange.name}", f"{binding.routing_key}{_SEP}{queue.name}")
+                added += self.client.sadd(
+                    f"{self.prefix}b:{binding.exchange.name}", f"{binding.routing_key}{_SEP}{queue.name}"
+                )
             if added:
                 self.client.incr(f"{self.prefix}bv")
         except CONNECTION_ERRORS as exc:
@@ -219,7 +221,9 @@ class RedisTransport(Transport):
         if exchange and exchange not in self.table.exchanges:
             self._refresh_table(force=True)  # declared by another process since the last read?
             if exchange not in self.table.exchanges:
-                raise RoutingError(f"no exchange named {exchange!r} is declared on this broker ({redact_url(self.url)})")
+                raise RoutingError(
+                    f"no exchange named {exchange!r} is declared on this broker ({redact_url(self.url)})"
+                )
         return self.table.route(exchange, routing_key)
 
     # -- publishing -----------------------------------------------------------------------
@@ -530,4 +534,3 @@ class RedisTransport(Transport):
 def redis_transport_factory(url: str, *, connect_timeout: float | None = None, **kw: Any) -> Transport:
     """Entry point for ``redis://`` and ``rediss://`` broker URLs."""
     return RedisTransport(url, connect_timeout=connect_timeout, **kw)
-
