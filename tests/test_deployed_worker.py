@@ -276,6 +276,22 @@ class TestCanvasOnPools:
         assert "ConfigurationError" not in deployed.log()
 
 
+class TestResultsOnAKilledBackendConnection:
+    def test_early_ack_results_sent_on_killed_connections_are_stored(self, deployed, pool):
+        # A slot's result write travels unconfirmed; if Redis killed that connection, the
+        # write is lost unless the slot confirms before it goes idle (it used to wait for
+        # the slot's next task, which may never come).
+        from tests.connections import kill_redis_connections
+
+        proc = deployed.worker(*_pool_args(pool))
+        add = deployed.app.tasks["add"]
+        assert [r.get(timeout=30) for r in [add.delay(i, i) for i in range(8)]] == [2 * i for i in range(8)]
+        killed = sum(kill_redis_connections(pid, result_url("redis")) for pid in [proc.pid, *_children(proc.pid)])
+        assert killed > 0
+        results = [add.delay(i, 1) for i in range(8)]
+        assert [r.get(timeout=20) for r in results] == [i + 1 for i in range(8)]
+
+
 class TestSignalsOnPools:
     def test_task_signals_fire_in_the_simulators_order(self, deployed, pool):
         deployed.worker(*_pool_args(pool))
