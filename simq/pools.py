@@ -118,21 +118,6 @@ class ThreadPool(Pool):
             thread.start()
             self._threads.append(thread)
 
-    def _await_ready(self, child: _Child, timeout: float) -> None:
-        """Wait for ``child``'s word that it built the app; PoolStartError if it could not."""
-        try:
-            if not child.conn.poll(timeout):
-                raise PoolStartError(f"pool child {child.index + 1} did not build the app within {timeout:g} s")
-            word, detail = child.conn.recv()
-        except (EOFError, OSError) as exc:
-            child.process.join(timeout=5)
-            raise PoolStartError(
-                f"pool child {child.index + 1} exited while building the app (exit code {child.process.exitcode})"
-            ) from exc
-        if word != "ready":
-            raise PoolStartError(f"pool child {child.index + 1} cannot build the app: {detail}")
-        child.ready = True
-
     def free(self) -> int:
         return self._slots.free()
 
