@@ -102,6 +102,19 @@ class Executor:
         late = request.task.acks_late
         return self._acks_late_default if late is None else bool(late)
 
+    def confirm_writes(self) -> None:
+        """Make sure what this thread wrote to the result backend is stored, before it goes idle.
+
+        A result travels unconfirmed while the slot is busy (one round trip for
+        many); a slot about to wait confirms, so a write sent on a connection
+        Redis had closed is written again now, not at the slot's next task,
+        which may never come.
+        """
+        try:
+            self.backend.sync()
+        except BrokerUnavailable as exc:  # kept by the backend: the next command or sync tries again
+            log.warning("the result backend is unreachable; results are kept and sent again: %s", exc)
+
     # -- one task -----------------------------------------------------------------------
     def run_task(self, request: Request, acks_late: bool | None = None) -> Outcome:
         """Run one request's body and everything after it; never raises ``Exception``.

@@ -150,6 +150,8 @@ class ThreadPool(Pool):
             finally:
                 self._slots.end(index)
             report(outcome)
+            if self._jobs.empty():
+                executor.confirm_writes()  # going idle: nothing this slot wrote stays unconfirmed
 
     def close(self, wait: bool = True) -> None:
         for _ in self._threads:
@@ -359,6 +361,8 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
         return  # the parent is gone
     while True:
         try:
+            if not conn.poll(0):
+                executor.confirm_writes()  # going idle: nothing this child wrote stays unconfirmed
             job = conn.recv()
         except (EOFError, OSError):
             break  # the parent is gone

@@ -146,14 +146,12 @@ class WallRuntime:
         if connection is not None:
             if self._declared.get(connection) != self._queues_version:
                 self.declare(connection)
-            self._stored_before_send()
             connection.publish(envelope, exchange, routing_key, mandatory=mandatory, immediate=immediate)
             return
         batch = getattr(self._local, "batch", None)
         if batch is not None and not (mandatory or immediate):
             batch.append((envelope, exchange, routing_key))  # published when batched() ends
             return
-        self._stored_before_send()
         # a connection that failed is dropped, never reused; a pooled one the broker closed is replaced
         self.pool.run(
             lambda t: t.publish(envelope, exchange, routing_key, mandatory=mandatory, immediate=immediate),
@@ -172,16 +170,7 @@ class WallRuntime:
         finally:
             self._local.batch = None
             if batch:
-                self._stored_before_send()
                 self.pool.run(lambda t: t.publish_many(batch))
-
-    def _stored_before_send(self) -> None:
-        # What this thread wrote before a send (a chord's record, a chain link, a result),
-        # possibly still deferred or unconfirmed, is stored before the message can reach a
-        # worker that reads it: else a header task on another slot finds no chord record.
-        backend = self._backend
-        if backend is not None:
-            backend.sync()
 
     def wait(self, task_id: str, timeout: float | None) -> ResultMeta:
         if urlsplit(self.app.conf.broker_url).scheme == "memory":

@@ -439,6 +439,8 @@ class Worker:
             timeout = poll_interval if deadline is None else max(0.0, min(poll_interval, deadline - clock.now))
             if self._inflight:
                 timeout = min(timeout, 0.005)  # the pool's completions are read this often
+            elif self.pool is None and not self._ready:
+                self.executor.confirm_writes()  # solo, going idle: what the inline tasks wrote is stored now
             self.poll(timeout)
         self.stop()
 

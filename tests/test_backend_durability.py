@@ -301,8 +301,8 @@ class TestRedisGone:
 
 
 @pytest.mark.parametrize("broker", ["amqp", "redis"])
-def test_what_a_thread_wrote_is_stored_before_its_next_send_reaches_the_broker(namespace, reader, broker):
-    """A chord's record put while writes are deferred (a canvas task's success) is in Redis before its header is sent.
+def test_a_canvas_record_is_stored_before_the_send_that_follows_it(namespace, reader, broker):
+    """A chord's record written while writes are deferred (a canvas task's success) is in Redis before its header is sent.
 
     Else a header task run by another pool slot reads no record: "canvas record
     'simq-chord-...' is missing from the result backend", seen on `simq worker -c 4`.
@@ -327,11 +327,14 @@ def test_what_a_thread_wrote_is_stored_before_its_next_send_reaches_the_broker(n
         seen.append(reader.get_record("simq-chord-ordered"))  # another connection: what another worker reads
 
     signals.after_task_publish.connect(on_the_broker)
+    from simq.canvas import records
+
     try:
         with app.backend.deferred_writes():
-            app.backend.put_record("simq-chord-ordered", b"the body")
+            records.store(app, "simq-chord-ordered", "the body")  # as a chord started by a canvas task
             header.delay()
-        assert seen == [b"the body"]
+        assert len(seen) == 1 and seen[0] is not None  # on the broker only once the record was stored
+        assert records.load(app, "simq-chord-ordered") == "the body"
     finally:
         signals.after_task_publish.disconnect(on_the_broker)
         delete_app_data(app)

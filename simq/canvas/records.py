@@ -51,8 +51,14 @@ def children_key(task_id: str) -> str:
 
 
 def store(app: App, key: str, value: Any) -> None:
+    """Write a canvas record and wait until it is stored: the send that follows may reach a worker at once.
+
+    Inside a canvas task's deferred writes a record would otherwise wait for the
+    task's end, and a header task on another pool slot found no chord record.
+    """
     body, _, _ = app.serializers.dumps(value, app.conf.task_serializer, what=key)
     app.backend.put_record(key, body)
+    app.backend.sync()
 
 
 def load(app: App, key: str) -> Any:

@@ -167,6 +167,7 @@ def _make_cont(app: App, tasks: list[Signature], chain_id: str) -> list[Any]:
     for i, t in enumerate(tasks):
         body, _, _ = app.serializers.dumps(t, serializer, what="chain link")
         backend.put_record(records.link_key(chain_id, i), body)
+    backend.sync()  # stored before the first link is sent (see records.store)
     return [{"ref": chain_id, "next": 0, "size": len(tasks), "fail": _spec_ids(_spec(tasks[-1]))}]
 
 
