@@ -226,6 +226,15 @@ class _Deployed:
 
     def close(self) -> None:
         self.stop()
+        # The module was imported here too (load_app): its signal receivers must not outlive
+        # the test, or every later test's task named "add" writes to this test's side list.
+        from simq import signals
+
+        module = sys.modules.pop(self.name, None)
+        if module is not None:
+            for signal in (signals.task_received, signals.task_prerun, signals.task_success, signals.task_postrun):
+                signal.disconnect(module._heard)
+            signals.worker_process_init.disconnect(module._child_built)
         for key in self.side.scan_iter(match=f"{self.key}*"):
             self.side.delete(key)
         self.side.close()
