@@ -119,6 +119,11 @@ class SharedList:
         self._client.close()
 
 
+def record_key(base: str, index: int) -> str:
+    """The Redis list of a test's ``index``-th ``backend.record()``: the same in the test and its workers."""
+    return f"simq-conformance:{base}:record:{index}"
+
+
 def counter_keys(namespace: str) -> tuple[str, str, str]:
     """Redis keys of one app's counters: tasks started, tasks finished, ids held for their eta."""
     prefix = f"simq-conformance:{namespace}"
@@ -140,6 +145,7 @@ class DeployedRun:
     procs: list[subprocess.Popen[bytes]] = attrs.field(factory=list)
     logs: list[Path] = attrs.field(factory=list)
     probe: Transport | None = None
+    side: Any = None  # the Redis client the idle check reads the counters with
     errors: list[BaseException] = attrs.field(factory=list)
     _dir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -186,11 +192,9 @@ class DeployedRun:
         self.check()
         if not self.procs:
             return True
-        client = _redis()
-        try:
-            received, finished = (int(v or 0) for v in client.mget(counter_keys(self.namespace)[:2]))
-        finally:
-            client.close()
+        if self.side is None:
+            self.side = _redis()
+        received, finished = (int(v or 0) for v in self.side.mget(counter_keys(self.namespace)[:2]))
         if received > finished:
             return False
         if self.probe is None:
@@ -224,7 +228,7 @@ class DeployedRun:
         self.stop()
         if self.probe is not None:
             self.probe.close()
-        client = _redis()
+        client = self.side or _redis()
         try:
             client.delete(*counter_keys(self.namespace))
             for key in client.scan_iter(match=f"simq-conformance:{self.spec['base']}:*"):

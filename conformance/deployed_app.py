@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from conformance.deployed import SPEC_ENV, SharedList, counter_keys, side_url
+from conformance.deployed import SPEC_ENV, SharedList, counter_keys, record_key, side_url
 from conformance.harness import app_urls
 from simq import App
 from simq.connection import ProducerPool
@@ -65,7 +65,7 @@ class WorkerSide:
 
     def record(self) -> SharedList:
         self.records += 1
-        return SharedList(f"simq-conformance:{self.spec['base']}:record:{self.records}", lambda: self.defining)
+        return SharedList(record_key(self.spec["base"], self.records), lambda: self.defining)
 
     def _stop(self, *_args: Any, **_kwargs: Any) -> None:
         if self.defining:

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import attrs
 
-from conformance.deployed import DeployedRun, SharedList
+from conformance.deployed import DeployedRun, SharedList, record_key
 from conformance.deployed import split as split_deployed
 from simq import App
 from simq.connection import ProducerPool
@@ -265,7 +265,7 @@ class Harness:
         self._records += 1
         if not self.deployed:
             return []
-        shared = SharedList(f"simq-conformance:{self._base}:record:{self._records}")
+        shared = SharedList(record_key(self._base, self._records))
         self._cleanups.append(shared.delete)
         return shared
 

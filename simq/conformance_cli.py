@@ -225,9 +225,11 @@ def _run(args: argparse.Namespace, pytest: Any) -> int:
 
 
 def _title(name: str) -> str:
-    kind, sep, url = name.partition(":")
-    if sep and kind in ("worker-threads", "worker-processes", "workers-2") and "://" in url:
-        return f"{kind}: {redact_url(url)}"
+    from conformance.deployed import split
+
+    deployed = split(name)
+    if deployed is not None and "://" in deployed[1]:
+        return f"{deployed[0]}: {redact_url(deployed[1])}"
     return redact_url(name) if "://" in name else name
 
 
