@@ -25,6 +25,7 @@ from simq.calling import NO_LINEAGE, Lineage, build, check_options
 from simq.clock import Clock, WallClock, to_timestamp
 from simq.config import DEFAULTS, Config
 from simq.exceptions import ConfigurationError, SimqError
+from simq.limits import check_limit
 from simq.message import TaskMessage, validate_priority
 from simq.result import AsyncResult
 from simq.routing import Route, Router
@@ -144,6 +145,9 @@ class App:
                 raise ConfigurationError(f"@app.task got unknown option {key!r} for {name!r}{hint}")
         if "priority" in options:
             validate_priority(options["priority"])
+        for key in ("time_limit", "soft_time_limit"):
+            if key in options:
+                options[key] = check_limit(options[key], f"task {name!r}: {key}")
         if options.get("serializer") is not None:
             self.serializers.get(options["serializer"])
         cls = make_task_class(self, fun, base, name, options)

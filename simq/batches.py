@@ -113,6 +113,11 @@ class Batches(Task):
                 f"batch task {cls.name!r}: flush_interval must be a number of seconds > 0, got {interval!r}; "
                 "set flush_interval=30 (the default) or another positive duration"
             )
+        if cls.time_limit or cls.soft_time_limit:
+            raise ConfigurationError(
+                f"batch task {cls.name!r}: time_limit and soft_time_limit are not supported on Batches tasks "
+                "(a flush runs many requests at once); bound the work inside the flush function instead"
+            )
 
     # -- per-worker buffers ----------------------------------------------------------------
     def _buffer(self, worker: Worker) -> _Buffer:

@@ -17,6 +17,7 @@ import attrs
 
 from simq.clock import to_timestamp
 from simq.exceptions import ConfigurationError
+from simq.limits import HEADER, timelimit_header
 from simq.message import TaskMessage
 
 if TYPE_CHECKING:
@@ -44,6 +45,8 @@ CALL_OPTIONS = (
     "connection",
     "connect_timeout",
     "headers",
+    "time_limit",
+    "soft_time_limit",
 )
 _KNOWN = frozenset(CALL_OPTIONS)
 
@@ -128,6 +131,8 @@ def build(
         root_id = root_id or current.message.root_id or current.message.id
     task_id = get("task_id") or new_id or app.new_id()
     headers = get("headers")
+    if get("time_limit") is not None or get("soft_time_limit") is not None:
+        headers = {**(headers or {}), HEADER: timelimit_header(get("time_limit"), get("soft_time_limit"))}
     message = TaskMessage(  # validates priority (0..9) and the id, once
         id=task_id,
         task=name,

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "task_publish_retry": False,
     "task_eta_limit": 10 * 365 * 86400,
     "task_reject_on_worker_lost": False,
+    "task_time_limit": None,  # seconds; simq.limits
+    "task_soft_time_limit": None,
     "worker_prefetch_multiplier": 4,
     "worker_concurrency": 1,
     "worker_max_message_size": 16 * 1024 * 1024,

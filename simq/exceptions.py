@@ -86,6 +86,22 @@ class TaskRevokedError(SimqError):
     """The task was revoked (for instance its ``expires`` passed) and never ran."""
 
 
+class SoftTimeLimitExceeded(SimqError):
+    """Raised inside a task when its ``soft_time_limit`` passes; the task may catch it and clean up."""
+
+    def __init__(self, *args: object) -> None:  # raised in a thread by class, with no arguments
+        super().__init__(*(args or ("soft time limit exceeded",)))
+
+
+class TimeLimitExceeded(SimqError):
+    """A task ran past its ``time_limit`` and was ended; stored as its failure. ``args[0]`` is the limit in seconds."""
+
+    def __str__(self) -> str:
+        if len(self.args) == 1 and isinstance(self.args[0], int | float):
+            return f"the task ran past its time_limit of {self.args[0]:g} s and was ended"
+        return super().__str__()
+
+
 class MaxRetriesExceededError(SimqError):
     """A task asked to retry more often than ``max_retries`` allows."""
 
@@ -183,7 +199,9 @@ __all__ = [
     "SerializationError",
     "SimqError",
     "SimulationIdle",
+    "SoftTimeLimitExceeded",
     "TaskRevokedError",
+    "TimeLimitExceeded",
     "TimeoutError",
     "TransportNotFound",
     "UnknownQueue",

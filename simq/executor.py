@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from simq import limits as limits_module
 from simq import states
-from simq.clock import to_timestamp
-from simq.exceptions import BrokerUnavailable, Retry
+from simq.clock import EagerClock, VirtualClock, to_timestamp
+from simq.exceptions import BrokerUnavailable, Retry, TimeLimitExceeded
 from simq.hooks import Hooks
+from simq.limits import HardTimeLimit, Watchdog
 from simq.task import backoff_countdown
 
 if TYPE_CHECKING:
@@ -43,7 +45,8 @@ class Outcome:
     ``error`` says the slot could not finish the job (the result backend was
     unreachable, the child process died); ``transient`` marks errors worth
     another delivery (the broker keeps a late-ack message for a retry);
-    ``lost`` says the slot itself died (a killed child process) mid-job.
+    ``lost`` says the slot itself died (a killed child process) mid-job;
+    ``time_limit`` (seconds), that it was killed because the task ran past that limit.
     """
 
     succeeded: int = 0
@@ -52,6 +55,7 @@ class Outcome:
     error: str | None = None
     transient: bool = False
     lost: bool = False
+    time_limit: float | None = None
 
     def __add__(self, other: Outcome) -> Outcome:
         return Outcome(
@@ -61,6 +65,7 @@ class Outcome:
             self.error or other.error,
             self.transient or other.transient,
             self.lost or other.lost,
+            self.time_limit if self.time_limit is not None else other.time_limit,
         )
 
 
@@ -86,9 +91,16 @@ class Executor:
     hooks: Hooks = attrs.field(default=None)  # default: the app's worker_hooks (the canvas among them)
     #: Where retry jitter comes from: the simulation's seed in a simulation, the OS elsewhere.
     rng: random.Random = attrs.field(factory=random.SystemRandom)
+    #: False where somebody else ends a task at its hard time limit (a processes pool's parent kills the child).
+    hard_limits: bool = True
     _ignore_result_default: bool = attrs.field(default=False, init=False)
     _track_started: bool = attrs.field(default=False, init=False)
     _acks_late_default: bool = attrs.field(default=False, init=False)
+    # In a simulation a task's time.sleep() spends virtual time (simq.limits).
+    _virtual: bool = attrs.field(default=False, init=False)
+    _app_limits: bool = attrs.field(default=False, init=False)
+    _watchdog: Watchdog | None = attrs.field(default=None, init=False)
+    _plain_run: Any = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         if self.hooks is None:
@@ -97,6 +109,40 @@ class Executor:
         self._ignore_result_default = bool(conf.task_ignore_result)
         self._track_started = bool(conf.task_track_started)
         self._acks_late_default = bool(conf.task_acks_late)
+        self._virtual = isinstance(self.clock, VirtualClock) and not isinstance(self.clock, EagerClock)
+        if self._virtual:
+            self._plain_run = limits_module.plain_run(self.clock)  # type: ignore[arg-type]
+        self._app_limits = bool(
+            limits_module.check_limit(conf.get("task_time_limit"), "task_time_limit")
+            or limits_module.check_limit(conf.get("task_soft_time_limit"), "task_soft_time_limit")
+        )
+
+    def watchdog(self) -> Watchdog:
+        """The thread raising time limits in this executor's threads (started at the first limited task)."""
+        if self._watchdog is None:
+            self._watchdog = Watchdog(self.clock, on_hard=self._hard_in_thread)
+        return self._watchdog
+
+    def end_job(self) -> None:
+        """A pool thread finished a job: a time limit raised as it ended must not hit the next one."""
+        if self._watchdog is not None:
+            self._watchdog.forget()
+
+    @staticmethod
+    def _hard_in_thread(limits: limits_module.TimeLimits) -> None:
+        log.error(
+            "a task ran past its time_limit of %g s: TimeLimitExceeded is raised in its thread, which "
+            "ends it at its next Python instruction (a thread cannot be killed; a call blocked in C code "
+            "sees it when that call returns; the processes pool kills the child instead)",
+            limits.hard,
+        )
+
+    def time_limits(self, request: Request) -> limits_module.TimeLimits | None:
+        """The time limits ``request`` runs under (its call's, its task's, the app's), or None."""
+        task = request.task
+        if task.time_limit or task.soft_time_limit or self._app_limits or request.message.headers:
+            return limits_module.limits_for(request, self.app.conf)
+        return None
 
     def acks_late(self, request: Request) -> bool:
         late = request.task.acks_late
@@ -155,12 +201,23 @@ class Executor:
         requests = task._stack()  # what self.request reads, in this thread
         requests.append(request)  # its Context is built only if the task reads self.request
         app = self.app
+        limits = self.time_limits(request)
         previous = app.enter_task(request)
         timed = log.isEnabledFor(logging.INFO)  # the runtime is only read by the log line
         began = self.clock.now if timed else 0.0
+        virtual = self._virtual
+        guard = None
+        if virtual:
+            outer = limits_module.enter_virtual(self._plain_run, limits)
+        elif limits is not None:
+            guard = limits_module.enforcing(limits, clock=self.clock, hard=self.hard_limits, watchdog=self.watchdog)
         try:
             try:
-                retval = task.run(*message.args, **message.kwargs)
+                if guard is None:
+                    retval = task.run(*message.args, **message.kwargs)
+                else:
+                    with guard:
+                        retval = task.run(*message.args, **message.kwargs)
             except Exception as exc:
                 if task.autoretry_for and not isinstance(exc, Retry):
                     self._autoretry(request, exc)  # raises Retry, or ``exc`` past max_retries
@@ -174,17 +231,25 @@ class Executor:
             state: str
             value: Any
             state, value = states.RETRY, retry
-        except Exception as exc:  # noqa: BLE001 - a task's failure is data, not a crash
+        except HardTimeLimit:
             for hook in hooks.after_run:
                 hook(self, request)
-            outcome = self.failed(request, exc, tb_module.format_exc(), self.clock.now - began if timed else 0.0)
-            state, value = (states.FAILURE if outcome.failed else states.SUCCESS), exc
+            ended = TimeLimitExceeded(limits.hard if limits is not None else None)
+            outcome = self.failed(request, ended, tb_module.format_exc(), self.clock.now - began if timed else 0.0)
+            state, value = states.FAILURE, ended
+        except Exception as error:  # noqa: BLE001 - a task's failure is data, not a crash
+            for hook in hooks.after_run:
+                hook(self, request)
+            outcome = self.failed(request, error, tb_module.format_exc(), self.clock.now - began if timed else 0.0)
+            state, value = (states.FAILURE if outcome.failed else states.SUCCESS), error
         else:
             for hook in hooks.after_run:
                 hook(self, request)
             outcome = self.succeeded(request, retval, self.clock.now - began if timed else 0.0)
             state, value = (states.SUCCESS if outcome.succeeded else states.FAILURE), retval
         finally:
+            if virtual:
+                limits_module.leave_virtual(outer)
             app.leave_task(previous)
             requests.pop()
         for hook in hooks.after_task:
@@ -238,13 +303,13 @@ class Executor:
         message = request.message
         self.backend.mark_as_failure(message.id, exc, traceback, request=message)
         log.error(
-            "Task %s[%s] raised unexpected: %s: %s (after %.6fs)\n%s",
+            "Task %s[%s] raised unexpected: %s: %s (after %.6fs)%s",
             message.task,
             message.id,
             type(exc).__name__,
             exc,
             runtime,
-            traceback.rstrip(),
+            f"\n{traceback.rstrip()}" if traceback.strip() else "",
         )
         for hook in self.hooks.on_failure:
             hook(self, request, exc, traceback)

@@ -34,6 +34,7 @@ import attrs
 
 from simq.exceptions import ConfigurationError
 from simq.executor import Executor, Outcome
+from simq.limits import limits_for
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -149,6 +150,7 @@ class ThreadPool(Pool):
                 outcome = Outcome(error=f"{type(exc).__name__} escaped the task: {exc}", lost=True)
             finally:
                 self._slots.end(index)
+                executor.end_job()
             report(outcome)
             if self._jobs.empty():
                 executor.confirm_writes()  # going idle: nothing this slot wrote stays unconfirmed
@@ -270,19 +272,25 @@ class ProcessPool(Pool):
             else:
                 task, batch = payload
                 wire = ("batch", (task.name, [r.portable() for r in batch]))
+            hard = None
+            if kind == "task":
+                limits = limits_for(payload, payload.task.app.conf)
+                hard = limits.hard if limits is not None else None
             self._slots.begin(index, requests)
             try:
-                outcome = self._run(index, wire)
+                outcome = self._run(index, wire, hard)
             finally:
                 self._slots.end(index)
             report(outcome)
 
-    def _run(self, index: int, wire: Any) -> Outcome:
+    def _run(self, index: int, wire: Any, hard: float | None = None) -> Outcome:
         child = self._children[index]
         try:
             if not child.ready:  # a replacement child: its word comes first
                 self._await_ready(child, self.ready_timeout)
             child.conn.send(wire)
+            if hard is not None and not child.conn.poll(hard):
+                return self._time_limit(index, hard)
             outcome: Outcome = child.conn.recv()
             return outcome
         except (EOFError, OSError, PoolStartError) as exc:
@@ -295,6 +303,22 @@ class ProcessPool(Pool):
             if not self._closing:
                 self._children[index] = self._spawn(index)
             return Outcome(error=f"the pool child process running it died ({how}): {type(exc).__name__}", lost=True)
+
+    def _time_limit(self, index: int, hard: float) -> Outcome:
+        """The job of child ``index`` ran past its hard time limit: kill the child, start another."""
+        child = self._children[index]
+        log.error(
+            "pool child %d (pid %s) ran a task past its time_limit of %g s: killed; starting another",
+            index + 1,
+            child.process.pid,
+            hard,
+        )
+        child.process.kill()
+        child.process.join(timeout=5)
+        child.conn.close()
+        if not self._closing:
+            self._children[index] = self._spawn(index)
+        return Outcome(error=f"killed at its time_limit of {hard:g} s", lost=True, time_limit=hard)
 
     def close(self, wait: bool = True) -> None:
         self._closing = True
@@ -349,7 +373,8 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
         from simq import signals
 
         signals.worker_process_init.send(sender=None)
-        executor = Executor(app, app.backend, WallClock(), spec.hostname)
+        # The soft limit is raised here; at the hard one the parent kills this process.
+        executor = Executor(app, app.backend, WallClock(), spec.hostname, hard_limits=False)
     except Exception as exc:
         log.exception("pool child: cannot build the app %r", spec.app)
         with contextlib.suppress(EOFError, OSError):

@@ -77,8 +77,8 @@ class Task:
     ``routing_key``, ``exchange``, ``priority``, ``max_retries``,
     ``default_retry_delay``, ``acks_late``, ``ignore_result``, and the retry
     policy: ``autoretry_for``, ``dont_autoretry_for``, ``retry_kwargs``,
-    ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``); a call's own
-    options win over them.
+    ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, and the time
+    limits ``time_limit`` and ``soft_time_limit``); a call's own options win over them.
     """
 
     name: ClassVar[str] = ""
@@ -96,6 +96,8 @@ class Task:
     ignore_result: ClassVar[bool | None] = None
     expires: ClassVar[float | None] = None
     track_started: ClassVar[bool | None] = None
+    time_limit: ClassVar[float | None] = None  # seconds; simq.limits
+    soft_time_limit: ClassVar[float | None] = None
     autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
     dont_autoretry_for: ClassVar[tuple[type[BaseException], ...]] = ()
     retry_kwargs: ClassVar[Mapping[str, Any]] = {}

@@ -25,7 +25,7 @@ import attrs
 
 from simq import protocol
 from simq.clock import to_timestamp
-from simq.exceptions import ConfigurationError, MessageRejected, WorkerLostError
+from simq.exceptions import ConfigurationError, MessageRejected, TimeLimitExceeded, WorkerLostError
 from simq.executor import Executor, Outcome
 from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
@@ -527,6 +527,11 @@ class Worker:
     def _lost(self, requests: tuple[Request, ...], outcome: Outcome, acks_late: bool) -> None:
         """The pool slot died running ``requests`` (a killed child process)."""
         for request in requests:
+            if outcome.time_limit is not None:  # killed at its hard time limit: a failure, as Celery records it
+                self.executor.failed(request, TimeLimitExceeded(outcome.time_limit), "", outcome.time_limit)
+                self.stats.failed += 1
+                self.ack(request)
+                continue
             if acks_late and self._reject_on_lost:
                 log.error(
                     "Task %s[%s]: %s; given back to the broker (task_reject_on_worker_lost)",
