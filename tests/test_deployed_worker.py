@@ -108,6 +108,18 @@ if multiprocessing.parent_process() is not None and os.environ.get("SIMQ_TEST_CH
     raise RuntimeError("this module refuses to load in a pool child")
 
 
+@app.task(name="spin", time_limit=2)
+def spin():
+    side.rpush(SIDE + ":spinning", os.getpid())
+    while True:
+        pass
+
+
+@app.task(name="whoami")
+def whoami():
+    return os.getpid()
+
+
 @app.task(name="sleepy", bind=True)
 def sleepy(self, seconds):
     side.rpush(SIDE + ":started", self.request.id)
@@ -374,6 +386,37 @@ class TestProcessesPool:
         for pid in children:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             assert deployed.namespace not in cmdline and "guest:guest" not in cmdline, cmdline
+
+
+class TestTimeLimits:
+    @pytest.mark.parametrize("pool_args", [["-P", "solo"], ["-c", "2"], ["-P", "processes", "-c", "1"]])
+    def test_an_endless_loop_is_ended_at_its_time_limit_and_the_next_task_runs(self, deployed, pool_args):
+        from simq.exceptions import TimeLimitExceeded
+
+        deployed.worker(*pool_args)
+        deployed.wait_log("ready")
+        started = time.monotonic()
+        looping = deployed.app.send_task("spin")
+        with pytest.raises(TimeLimitExceeded):
+            looping.get(timeout=30)
+        assert time.monotonic() - started < 15
+        assert deployed.app.send_task("add", (2, 3)).get(timeout=30) == 5
+        if "processes" in pool_args:  # the child that looped was killed and another runs the next task
+            (spun,) = deployed.side_list("spinning")
+            assert not Path(f"/proc/{spun}").exists()
+            assert deployed.app.send_task("whoami").get(timeout=30) != int(spun)
+            assert "killed; starting another" in deployed.log()
+
+    @pytest.mark.parametrize("pool_args", [["-P", "solo"], ["-P", "processes", "-c", "1"]])
+    def test_a_blocking_sleep_is_cut_off_where_signals_reach_the_task(self, deployed, pool_args):
+        from simq.exceptions import TimeLimitExceeded
+
+        deployed.worker(*pool_args)
+        deployed.wait_log("ready")
+        started = time.monotonic()
+        with pytest.raises(TimeLimitExceeded):
+            deployed.app.send_task("sleepy", (60,), time_limit=1).get(timeout=30)
+        assert time.monotonic() - started < 15
 
 
 class TestSignalsTellTheTruth:
