@@ -110,7 +110,7 @@ class Counting(WorkerHook):
         if self.client.srem(self.held, request.message.id):
             self.client.incr(self.started)
 
-    def on_expired(self, executor: Any, request: Any, exc: BaseException) -> None:
+    def on_revoked(self, executor: Any, request: Any, exc: BaseException, reason: str) -> None:
         self.before_run(executor, request)
         self.client.incr(self.finished)
 

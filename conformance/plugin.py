@@ -50,6 +50,7 @@ def pytest_configure(config: Any) -> None:
     config.addinivalue_line("markers", "simq_virtual_only(reason): needs virtual time; skipped on real brokers")
     config.addinivalue_line("markers", "simq_capability(name): exercises one transport capability")
     config.addinivalue_line("markers", "simq_in_process(reason): needs Worker objects; skipped on deployed workers")
+    config.addinivalue_line("markers", "simq_not_eager(reason): has no meaning when tasks run at once; skipped eager")
 
 
 def _param_id(name: str) -> str:
@@ -76,6 +77,10 @@ def backend(request: Any) -> Iterator[Harness]:
         if marker is not None:
             reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "needs virtual time")
             pytest.skip(f"virtual time only: {reason}")
+    if harness.name == "eager":
+        marker = request.node.get_closest_marker("simq_not_eager")
+        if marker is not None:
+            pytest.skip(f"not in eager mode: {marker.args[0] if marker.args else 'tasks run as they are sent'}")
     if harness.deployed:
         marker = request.node.get_closest_marker("simq_in_process")
         if marker is not None:

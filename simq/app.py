@@ -24,6 +24,7 @@ from simq.backends.memory import MemoryBackend
 from simq.calling import NO_LINEAGE, Lineage, build, check_options
 from simq.clock import Clock, WallClock, to_timestamp
 from simq.config import DEFAULTS, Config
+from simq.control import Control
 from simq.exceptions import ConfigurationError, SimqError
 from simq.limits import check_limit
 from simq.message import TaskMessage, validate_priority
@@ -297,6 +298,11 @@ class App:
 
     def AsyncResult(self, task_id: str) -> _result.AsyncResult:  # noqa: N802 - Celery's name
         return AsyncResult(task_id, self)
+
+    @property
+    def control(self) -> Control:
+        """Acting on this app's workers: ``app.control.revoke(task_id)`` (simq.control)."""
+        return Control(self)
 
     def wait_for(self, task_id: str, timeout: float | None) -> ResultMeta:
         """Block until ``task_id`` is ready (a simulation runs until it is); what ``result.get()`` does."""

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_prefetch_multiplier": 4,
     "worker_concurrency": 1,
     "worker_max_message_size": 16 * 1024 * 1024,
+    "worker_revoke_poll_interval": 1.0,  # seconds between reads of the revocation log (simq.revoke)
     "security_key": None,
     "security_digest": "sha256",
     "timezone": "UTC",

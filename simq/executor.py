@@ -23,6 +23,7 @@ from simq.clock import EagerClock, VirtualClock, to_timestamp
 from simq.exceptions import BrokerUnavailable, Retry, TimeLimitExceeded
 from simq.hooks import Hooks
 from simq.limits import HardTimeLimit, Watchdog
+from simq.revoke import Terminated
 from simq.task import backoff_countdown
 
 if TYPE_CHECKING:
@@ -46,7 +47,8 @@ class Outcome:
     unreachable, the child process died); ``transient`` marks errors worth
     another delivery (the broker keeps a late-ack message for a retry);
     ``lost`` says the slot itself died (a killed child process) mid-job;
-    ``time_limit`` (seconds), that it was killed because the task ran past that limit.
+    ``time_limit`` (seconds), that it was killed because the task ran past that limit;
+    ``terminated``, that ``revoke(terminate=True)`` ended it.
     """
 
     succeeded: int = 0
@@ -56,6 +58,7 @@ class Outcome:
     transient: bool = False
     lost: bool = False
     time_limit: float | None = None
+    terminated: bool = False
 
     def __add__(self, other: Outcome) -> Outcome:
         return Outcome(
@@ -66,6 +69,7 @@ class Outcome:
             self.transient or other.transient,
             self.lost or other.lost,
             self.time_limit if self.time_limit is not None else other.time_limit,
+            self.terminated or other.terminated,
         )
 
 
@@ -231,6 +235,11 @@ class Executor:
             state: str
             value: Any
             state, value = states.RETRY, retry
+        except Terminated:  # revoke(terminate=True), raised in this thread by its pool
+            for hook in hooks.after_run:
+                hook(self, request)
+            outcome = Outcome(error="terminated by revoke(terminate=True)", lost=True, terminated=True)
+            state, value = states.REVOKED, None
         except HardTimeLimit:
             for hook in hooks.after_run:
                 hook(self, request)

@@ -10,7 +10,7 @@ Two places call them:
 
 - the **worker** (its own thread; one per worker process): ``worker_start``,
   ``worker_stop``, ``worker_crash``, ``on_received``, ``on_held``,
-  ``on_rejected``, ``on_expired``, ``before_ack``;
+  ``on_rejected``, ``on_revoked``, ``before_ack``;
 - the **executor** (a pool slot: inline, a thread, or a child process):
   ``before_run``, ``after_run``, ``on_success``, ``on_failure``,
   ``on_retry``, ``after_task``, ``on_batch``.
@@ -56,8 +56,9 @@ class WorkerHook:
     def on_rejected(self, worker: Worker, delivery: Delivery, reason: str, detail: str) -> None:
         """A delivery was refused for good (dead-lettered), with why."""
 
-    def on_expired(self, executor: Executor, request: Request, exc: BaseException) -> None:
-        """The request's ``expires`` passed before it could run: it is REVOKED and never runs."""
+    def on_revoked(self, executor: Executor, request: Request, exc: BaseException, reason: str) -> None:
+        """The request is REVOKED and will not run (or run on): ``reason`` is ``expired`` (its ``expires``
+        passed first), ``revoked`` (``revoke()`` before it started) or ``terminated`` (``revoke(terminate=True)``)."""
 
     def before_ack(self, worker: Worker, request: Request) -> None:
         """The request ran inline and its result is stored; a late-ack request is acknowledged next.
@@ -105,7 +106,7 @@ class Hooks:
     on_received: _Moment
     on_held: _Moment
     on_rejected: _Moment
-    on_expired: _Moment
+    on_revoked: _Moment
     before_ack: _Moment
     before_run: _Moment
     after_run: _Moment

@@ -51,6 +51,7 @@ __all__ = [
     "TimeLimits",
     "Watchdog",
     "check_limit",
+    "raise_in_thread",
     "limits_for",
     "timelimit_header",
     "virtual_sleep",
@@ -264,7 +265,7 @@ _set_async_exc.argtypes = (ctypes.c_ulong, ctypes.py_object)
 _set_async_exc.restype = ctypes.c_int
 
 
-def _raise_in(ident: int, exc_type: type[BaseException] | None) -> None:
+def raise_in_thread(ident: int, exc_type: type[BaseException] | None) -> None:
     """Have thread ``ident`` raise ``exc_type`` at its next instruction (None clears what is pending)."""
     _set_async_exc(ident, ctypes.py_object() if exc_type is None else ctypes.py_object(exc_type))
 
@@ -320,7 +321,7 @@ class Watchdog:
         if watch is not None:
             watch.done = True
             if watch.fired:
-                _raise_in(ident, None)  # raised too late to matter: clear it, if still pending
+                raise_in_thread(ident, None)  # raised too late to matter: clear it, if still pending
 
     def forget(self, ident: int | None = None) -> None:
         """End whatever watch thread ``ident`` (default: this one) has; a pool calls it after each job."""
@@ -342,7 +343,7 @@ class Watchdog:
                     continue
                 heapq.heappop(self._heap)
                 watch.fired = True
-                _raise_in(watch.ident, SoftTimeLimitExceeded if kind == "soft" else HardTimeLimit)
+                raise_in_thread(watch.ident, SoftTimeLimitExceeded if kind == "soft" else HardTimeLimit)
                 if kind == "hard" and self.on_hard is not None:
                     self.on_hard(watch.limits)
 

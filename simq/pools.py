@@ -34,7 +34,8 @@ import attrs
 
 from simq.exceptions import ConfigurationError
 from simq.executor import Executor, Outcome
-from simq.limits import limits_for
+from simq.limits import limits_for, raise_in_thread
+from simq.revoke import Terminated
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -66,6 +67,10 @@ class Pool:
 
     def active(self) -> list[Request]:
         """The requests running right now, in no particular order."""
+        raise NotImplementedError
+
+    def terminate(self, request: Request, signum: int) -> str:
+        """End ``request`` if it is running (``revoke(terminate=True)``); say what was done."""
         raise NotImplementedError
 
     def close(self, wait: bool = True) -> None:
@@ -101,6 +106,13 @@ class _Slots:
         with self._lock:
             return [request for requests in self._running.values() for request in requests]
 
+    def slot_of(self, task_id: str) -> int | None:
+        with self._lock:
+            for slot, requests in self._running.items():
+                if any(r.id == task_id for r in requests):
+                    return slot
+            return None
+
 
 @attrs.define(eq=False)
 class ThreadPool(Pool):
@@ -132,6 +144,19 @@ class ThreadPool(Pool):
 
     def active(self) -> list[Request]:
         return self._slots.active()
+
+    def terminate(self, request: Request, signum: int) -> str:
+        """A thread cannot be killed: :class:`~simq.revoke.Terminated` is raised in it at its next Python instruction."""
+        slot = self._slots.slot_of(request.id)
+        if slot is None:
+            return "it had already ended"
+        ident = self._threads[slot].ident
+        if ident is not None:
+            raise_in_thread(ident, Terminated)
+        return (
+            "Terminated raised in its pool thread (the threads pool cannot send a signal to one task; "
+            "a call blocked in C code sees it when it returns)"
+        )
 
     def _serve(self, index: int) -> None:
         executor = self.executor
@@ -199,6 +224,7 @@ class ProcessPool(Pool):
     _threads: list[threading.Thread] = attrs.field(factory=list, init=False)
     _context: Any = attrs.field(factory=lambda: multiprocessing.get_context("spawn"), init=False)
     _closing: bool = attrs.field(default=False, init=False)
+    _terminated: set[int] = attrs.field(factory=set, init=False)  # slots whose child a revoke ended
 
     ready_timeout: float = 120.0
 
@@ -264,6 +290,26 @@ class ProcessPool(Pool):
     def active(self) -> list[Request]:
         return self._slots.active()
 
+    def terminate(self, request: Request, signum: int) -> str:
+        """Signal the child running ``request``; it is replaced like any child that dies.
+
+        Children ignore SIGTERM and SIGINT (a service manager's stop is a warm
+        shutdown of the parent), so those ask the child to raise
+        :class:`~simq.revoke.Terminated` in the task (SIGUSR1 is how); any other
+        signal, SIGKILL included, is sent as it is.
+        """
+        slot = self._slots.slot_of(request.id)
+        if slot is None:
+            return "it had already ended"
+        child = self._children[slot]
+        sent = signal.SIGUSR1 if signum in (signal.SIGTERM, signal.SIGINT) else signum
+        self._terminated.add(slot)
+        try:
+            os.kill(child.process.pid, sent)
+        except ProcessLookupError:
+            return "its child had already exited"
+        return f"sent {signal.Signals(sent).name} to pool child {slot + 1} (pid {child.process.pid})"
+
     def _serve(self, index: int) -> None:
         while (job := self._jobs.get()) is not None:
             kind, payload, report, requests = job
@@ -292,8 +338,19 @@ class ProcessPool(Pool):
             if hard is not None and not child.conn.poll(hard):
                 return self._time_limit(index, hard)
             outcome: Outcome = child.conn.recv()
+            if index in self._terminated:  # it raised Terminated and said so: counted as the revoke's
+                self._terminated.discard(index)
+                if outcome.terminated:
+                    return outcome
             return outcome
         except (EOFError, OSError, PoolStartError) as exc:
+            if index in self._terminated:
+                self._terminated.discard(index)
+                child.process.join(timeout=5)
+                if not self._closing:
+                    self._children[index] = self._spawn(index)
+                log.warning("pool child %d ended by revoke(terminate=True); starting another", index + 1)
+                return Outcome(error="terminated by revoke(terminate=True)", lost=True, terminated=True)
             child.process.join(timeout=5)
             code = child.process.exitcode
             how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
@@ -352,6 +409,14 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+_in_task = False  # a pool child: True while a job runs, so a late SIGUSR1 never hits the job loop
+
+
+def _terminate_task(_signum: int, _frame: Any) -> None:
+    if _in_task:
+        raise Terminated()
+
+
 def child_main(conn: Connection, spec: ChildSpec) -> None:
     """A pool child: build the app once, then run the jobs the parent sends until told to stop."""
     _die_with_parent(spec.parent)
@@ -360,6 +425,7 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
     # warm shutdown lets the running task finish, then closes this child's pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _terminate_task)  # the parent's revoke(terminate=True)
     logging.basicConfig(level=spec.loglevel, format=spec.log_format)
     from simq.clock import WallClock
     from simq.loading import load_app
@@ -394,7 +460,9 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
         if job is None:
             break
         kind, payload = job
+        global _in_task
         try:
+            _in_task = True
             if kind == "task":
                 name, message, delivery, hostname = payload
                 outcome = executor.run_task(Request(message, delivery, app.tasks[name], hostname))
@@ -406,6 +474,10 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
         except Exception as exc:
             log.exception("pool child: cannot run a %s job", kind)
             outcome = Outcome(error=f"{type(exc).__name__}: {exc}", lost=True)
+        except Terminated:  # arrived after the task's own handler: the job is ended all the same
+            outcome = Outcome(error="terminated by revoke(terminate=True)", lost=True, terminated=True)
+        finally:
+            _in_task = False
         try:
             conn.send(outcome)
         except (EOFError, OSError):

@@ -105,6 +105,12 @@ class AsyncResult:
         self._meta = None
         self.app.backend.forget(self.id)
 
+    def revoke(
+        self, connection: Any = None, terminate: bool = False, signal: str | int = "SIGTERM", **kwargs: Any
+    ) -> None:
+        """Revoke this task on every worker: if it has not started it never runs (see :mod:`simq.revoke`)."""
+        self.app.control.revoke(self.id, terminate=terminate, signal=signal, **kwargs)
+
     def __eq__(self, other: object) -> bool:
         if isinstance(other, AsyncResult):
             return other.id == self.id
@@ -151,6 +157,12 @@ class GroupResult:
     def save(self) -> GroupResult:
         records.save_group(self.app, self.id, _spec_of(self))
         return self
+
+    def revoke(
+        self, connection: Any = None, terminate: bool = False, signal: str | int = "SIGTERM", **kwargs: Any
+    ) -> None:
+        """Revoke every member, in one revocation."""
+        self.app.control.revoke([r.id for r in self._members()], terminate=terminate, signal=signal, **kwargs)
 
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> list[Any]:
         """Every member's value, in order; raises the first failed member's exception (in order) if ``propagate``."""

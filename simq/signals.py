@@ -157,10 +157,14 @@ class SignalHook(WorkerHook):
         elif task_rejected.receivers:
             task_rejected.send(sender=worker, message=delivery, exc=exc)
 
-    def on_expired(self, executor: Executor, request: Request, exc: BaseException) -> None:
+    def on_revoked(self, executor: Executor, request: Request, exc: BaseException, reason: str) -> None:
         if task_revoked.receivers:
             task_revoked.send(
-                sender=request.task, request=request.context(), terminated=False, signum=None, expired=True
+                sender=request.task,
+                request=request.context(),
+                terminated=reason == "terminated",
+                signum=getattr(exc, "signum", None),
+                expired=reason == "expired",
             )
 
     def before_run(self, executor: Executor, request: Request) -> None:

@@ -30,6 +30,7 @@ from simq.executor import Executor, Outcome
 from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
 from simq.request import Request, WorkerStats
+from simq.revoke import Revocation, Revocations, signal_number
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -66,6 +67,8 @@ class Worker:
     rng: random.Random | None = None  # retry jitter; the simulation hands each worker a seeded one
     stats: WorkerStats = attrs.field(factory=WorkerStats, init=False)
     executor: Executor = attrs.field(init=False)
+    #: The task ids this worker knows are revoked (simq.revoke).
+    revocations: Revocations = attrs.field(init=False)
     _ready: deque[Request] = attrs.field(factory=deque, init=False)
     # Held eta messages by hold sequence number: the delivery and its decoded message
     # in two dicts, with no Request object until it is due (one object fewer for the
@@ -106,6 +109,10 @@ class Worker:
         self.executor = Executor(self.app, self.backend, self.clock, self.hostname, self._hooks)
         if self.rng is not None:
             self.executor.rng = self.rng
+        interval = self.app.conf.worker_revoke_poll_interval
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+            raise ConfigurationError(f"worker_revoke_poll_interval must be seconds > 0, got {interval!r}")
+        self.revocations = Revocations(self.backend, self.clock, float(interval), on_terminate=self._terminate)
 
     def add_hook(self, hook: WorkerHook) -> None:
         """Add a hook after the ones given (the simulator adds fault injection this way)."""
@@ -149,6 +156,7 @@ class Worker:
         for name in names:
             self.add_queue(name)
         self._prefetch_applied = self.prefetch
+        self.revocations.start()
         self._started = True
         for hook in self._hooks.worker_start:
             hook(self)
@@ -179,6 +187,7 @@ class Worker:
         for delivery in self._drop_held():
             self.transport.reject(delivery, requeue=True, reason="worker shutdown")
         self.transport.close()
+        self.revocations.stop()
         for hook in self._hooks.worker_stop:
             hook(self)
 
@@ -196,6 +205,7 @@ class Worker:
         """Die without cleaning up: the broker takes back every unacknowledged delivery."""
         self._stopping = True
         self._crashed = True
+        self.revocations.stop()
         self._drop_held()
         self._ready.clear()
         self.transport.close()
@@ -428,8 +438,10 @@ class Worker:
         """The production loop: receive, fire due timers, hand due requests to the pool, acknowledge."""
         self.start()
         clock = self.clock
+        revocations = self.revocations
         while not self._stopping and not (until is not None and until()):
             clock.run_due()
+            revocations.poll_if_due()
             self._drain_completions()
             while self._ready and not self._stopping and self._has_slot():
                 request = self._ready.popleft()
@@ -458,6 +470,9 @@ class Worker:
     def execute(self, request: Request) -> None:
         """Run one due request: expiry check, early ack, then the body in the pool; late ack when it is done."""
         message = request.message
+        if self.revocations and message.id in self.revocations:
+            self.discard_revoked(request)
+            return
         if message.expires is not None and self.clock.now >= message.expires:
             self._expired(request)
             return
@@ -527,6 +542,9 @@ class Worker:
     def _lost(self, requests: tuple[Request, ...], outcome: Outcome, acks_late: bool) -> None:
         """The pool slot died running ``requests`` (a killed child process)."""
         for request in requests:
+            if outcome.terminated:  # revoke(terminate=True) ended it
+                self.discard_revoked(request, "terminated")
+                continue
             if outcome.time_limit is not None:  # killed at its hard time limit: a failure, as Celery records it
                 self.executor.failed(request, TimeLimitExceeded(outcome.time_limit), "", outcome.time_limit)
                 self.stats.failed += 1
@@ -549,11 +567,36 @@ class Worker:
                 hook(self.executor, request, exc, "")
             self.ack(request)
 
+    def discard_revoked(self, request: Request, reason: str = "revoked") -> None:
+        """``request`` was revoked before it ran: store REVOKED, acknowledge, never run it."""
+        message = request.message
+        meta = self.backend.mark_as_revoked(message.id, reason)  # type: ignore[union-attr]
+        self.ack(request)
+        self.stats.revoked += 1
+        log.info(
+            "Task %s[%s] revoked: %s",
+            message.task,
+            message.id,
+            "terminated while running" if reason == "terminated" else "discarded without running",
+        )
+        for hook in self._hooks.on_revoked:
+            hook(self.executor, request, meta.result, reason)
+
+    def _terminate(self, entry: Revocation) -> None:
+        """A revoke with ``terminate=True``: end what this worker's pool runs of those ids."""
+        pool = self.pool
+        if pool is None:
+            return  # inline: nothing runs while the worker reads revocations
+        for request in pool.active():
+            if request.id in entry.ids:
+                how = pool.terminate(request, signal_number(entry.signal))
+                log.warning("Task %s[%s] revoked with terminate=True: %s", request.name, request.id, how)
+
     def _expired(self, request: Request) -> None:
         message = request.message
         meta = self.backend.mark_as_revoked(message.id, "expired before it could run")  # type: ignore[union-attr]
         self.ack(request)
         self.stats.revoked += 1
         log.info("Task %s[%s] expired before it could run: revoked", message.task, message.id)
-        for hook in self._hooks.on_expired:
-            hook(self.executor, request, meta.result)
+        for hook in self._hooks.on_revoked:
+            hook(self.executor, request, meta.result, "expired")

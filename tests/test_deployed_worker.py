@@ -120,6 +120,15 @@ def whoami():
     return os.getpid()
 
 
+@app.task(name="steps", bind=True)
+def steps(self, seconds):
+    side.rpush(SIDE + ":started", self.request.id)
+    import time
+    for _ in range(int(seconds * 20)):
+        time.sleep(0.05)
+    return "finished"
+
+
 @app.task(name="sleepy", bind=True)
 def sleepy(self, seconds):
     side.rpush(SIDE + ":started", self.request.id)
@@ -417,6 +426,36 @@ class TestTimeLimits:
         with pytest.raises(TimeLimitExceeded):
             deployed.app.send_task("sleepy", (60,), time_limit=1).get(timeout=30)
         assert time.monotonic() - started < 15
+
+
+class TestRevoke:
+    def test_a_revoke_sent_before_a_worker_starts_is_honoured_by_it(self, deployed):
+        from simq.exceptions import TaskRevokedError
+
+        doomed = deployed.app.send_task("add", (1, 1))
+        doomed.revoke()
+        deployed.worker("-c", "2")
+        deployed.wait_log("ready")
+        assert deployed.app.send_task("add", (2, 3)).get(timeout=30) == 5
+        with pytest.raises(TaskRevokedError):
+            doomed.get(timeout=30)
+        assert "revoked: discarded without running" in deployed.log()
+
+    def test_terminate_ends_a_running_task(self, deployed, pool):
+        from simq.exceptions import TaskRevokedError
+
+        deployed.worker(*_pool_args(pool))
+        deployed.wait_log("ready")
+        running = deployed.app.send_task("steps", (60,))
+        deployed.wait_side("started", 1)
+        started = time.monotonic()
+        running.revoke(terminate=True)
+        with pytest.raises(TaskRevokedError, match="terminated"):
+            running.get(timeout=30)
+        assert time.monotonic() - started < 15
+        assert running.state == "REVOKED"
+        assert deployed.app.send_task("add", (2, 3)).get(timeout=30) == 5
+        assert "revoked: terminated while running" in deployed.log()
 
 
 class TestSignalsTellTheTruth:

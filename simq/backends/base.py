@@ -91,6 +91,8 @@ class Backend:
     signer: Signer | None = None
     """Signs every record and verifies it before decoding, when the app has a ``security_key``."""
     on_change: list[Callable[[str, ResultMeta], None]] = attrs.field(factory=list, init=False)
+    #: Workers of this process that hear each revocation at once (simq.revoke), besides reading the log.
+    revoke_listeners: list[Callable[[int, Any], None]] = attrs.field(factory=list, init=False)
     _guards: threading.local = attrs.field(factory=threading.local, init=False, repr=False)
 
     @property
@@ -219,6 +221,15 @@ class Backend:
         if raw is None or self.signer is None:
             return raw
         return self.signer.verify_record(key, raw)
+
+    def get_records(self, keys: Sequence[str]) -> list[bytes | None]:
+        """``get_record`` for each key, in order, in one round trip where the backend can."""
+        raws = self._get_many(keys)
+        if self.signer is None:
+            return raws
+        return [
+            raw if raw is None else self.signer.verify_record(key, raw) for key, raw in zip(keys, raws, strict=True)
+        ]
 
     def wait_for(self, task_id: str, timeout: float | None = None) -> ResultMeta:
         """Wait on the wall clock until the task is ready; raise ``TimeoutError`` if not in time."""

@@ -25,6 +25,6 @@ class CanvasHook(WorkerHook):
         if request.message.embed:
             run.on_failure(executor, request, exc, traceback)  # type: ignore[arg-type]
 
-    def on_expired(self, executor: Executor, request: Request, exc: BaseException) -> None:
+    def on_revoked(self, executor: Executor, request: Request, exc: BaseException, reason: str) -> None:
         if request.message.embed:
             run.on_revoked(executor, request, exc)  # type: ignore[arg-type]

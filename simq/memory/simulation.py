@@ -481,8 +481,8 @@ class TraceHook(WorkerHook):
     def on_rejected(self, worker: Worker, delivery: Delivery, reason: str, detail: str) -> None:
         self.emit("rejected", worker.hostname, None, delivery.queue, f"{reason}: {detail}")
 
-    def on_expired(self, executor: Executor, request: Request, exc: BaseException) -> None:
-        self.emit("revoked", executor.hostname, request, None, "expired")
+    def on_revoked(self, executor: Executor, request: Request, exc: BaseException, reason: str) -> None:
+        self.emit("revoked", executor.hostname, request, None, reason)
 
     def on_success(self, executor: Executor, request: Request, retval: Any) -> None:
         self.emit("succeeded", executor.hostname, request, None, retval)

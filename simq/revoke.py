@@ -1,0 +1,175 @@
+"""Revoking tasks: a revoked task that has not started never runs, on any worker.
+
+``AsyncResult.revoke()`` and ``app.control.revoke(ids)`` write one entry to
+the *revocation log* in the result backend: a counter (``simq:revokes``) and
+one record per entry (``simq:revokes:<n>``), kept as long as results are
+(``result_expires``). Every worker reads the whole log when it starts, so a
+worker started after the revoke honours it too, and then:
+
+- workers in the same process hear each entry at once (the simulation's
+  workers, and in-process ones);
+- every other worker reads what is new every ``worker_revoke_poll_interval``
+  seconds (1 s by default; one counter read when nothing is new).
+
+A worker that knows a task is revoked discards it instead of running it,
+whether it was just delivered, held for its eta or waiting for a pool slot:
+it stores ``REVOKED`` (so ``get()`` raises ``TaskRevokedError``), acknowledges
+the message and sends ``task_revoked``. A task that is already running is not
+stopped, unless the revoke says ``terminate=True``: then a ``processes``
+pool kills the child running it with ``signal`` (``SIGTERM`` by default), a
+``threads`` pool raises :class:`Terminated` in its thread at the next Python
+instruction, and a ``solo`` worker cannot (it is busy running the task: it
+hears the revoke only when the task has ended). A revoke issued while the
+message is on its way can lose the race by up to one poll interval on a
+worker in another process.
+"""
+
+from __future__ import annotations
+
+import json
+import signal as signal_module
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from simq.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from simq.app import App
+    from simq.backends.base import Backend
+    from simq.clock import Clock
+
+__all__ = ["Revocation", "Revocations", "Terminated", "revoke"]
+
+COUNTER = "simq:revokes"
+#: How many revoked ids a worker remembers (Celery keeps 50,000 too); the oldest go first.
+MAX_REMEMBERED = 50_000
+
+
+def entry_key(number: int) -> str:
+    return f"{COUNTER}:{number}"
+
+
+class Terminated(BaseException):
+    """Raised in a threads-pool task revoked with ``terminate=True``; a ``BaseException`` so it ends the task."""
+
+
+@attrs.frozen
+class Revocation:
+    """One entry of the log: these ids are revoked (and, with ``terminate``, ended if running)."""
+
+    ids: tuple[str, ...]
+    terminate: bool = False
+    signal: str = "SIGTERM"
+
+    def encode(self) -> bytes:
+        return json.dumps({"ids": list(self.ids), "terminate": self.terminate, "signal": self.signal}).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Revocation:
+        data = json.loads(raw)
+        return cls(tuple(str(i) for i in data["ids"]), bool(data.get("terminate")), str(data.get("signal", "SIGTERM")))
+
+
+def signal_number(name: str | int) -> int:
+    """``"SIGKILL"``, ``"KILL"`` or 9 as a signal number; refuses what is not one, naming it."""
+    if isinstance(name, int) and not isinstance(name, bool):
+        try:
+            return int(signal_module.Signals(name))
+        except ValueError:
+            pass
+    elif isinstance(name, str):
+        text = name.upper()
+        text = text if text.startswith("SIG") else f"SIG{text}"
+        found = getattr(signal_module.Signals, text, None)
+        if found is not None:
+            return int(found)
+    raise ConfigurationError(f"revoke(signal=...) must name a signal such as 'SIGTERM' or 'SIGKILL', got {name!r}")
+
+
+def revoke(app: App, task_ids: str | Iterable[str], terminate: bool = False, signal: str | int = "SIGTERM") -> None:
+    """Revoke ``task_ids`` on every worker: written to the log, heard at once in this process."""
+    ids = (task_ids,) if isinstance(task_ids, str) else tuple(task_ids)
+    if not ids or not all(isinstance(i, str) and i for i in ids):
+        raise ConfigurationError(f"revoke() takes a task id or a list of them, got {task_ids!r}")
+    number = signal_number(signal)
+    entry = Revocation(ids, bool(terminate), signal_module.Signals(number).name)
+    backend = app.backend
+    n = backend.incr(COUNTER)
+    backend.put_record(entry_key(n), entry.encode())
+    backend.sync()
+    for listener in list(backend.revoke_listeners):
+        listener(n, entry)
+
+
+@attrs.define(eq=False)
+class Revocations:
+    """What one worker knows is revoked, kept up to date from the log in ``backend``."""
+
+    backend: Backend
+    clock: Clock
+    interval: float = 1.0
+    #: Called with each revocation that says ``terminate`` (the worker ends what it runs of it).
+    on_terminate: Callable[[Revocation], None] | None = None
+    ids: OrderedDict[str, Revocation] = attrs.field(factory=OrderedDict, init=False)
+    _seen: int = attrs.field(default=0, init=False)
+    _next_poll: float = attrs.field(default=0.0, init=False)
+
+    def start(self) -> None:
+        """Read the whole log (what expired is gone) and listen for entries written in this process."""
+        self.backend.revoke_listeners.append(self._heard)
+        self.poll()
+
+    def stop(self) -> None:
+        if self._heard in self.backend.revoke_listeners:
+            self.backend.revoke_listeners.remove(self._heard)
+
+    def poll(self) -> None:
+        """Read the entries written since the last read (one counter read when there are none)."""
+        self._next_poll = self.clock.now + self.interval
+        last = self.backend.incr(COUNTER, 0)
+        if last < self._seen:  # the counter expired and started again: read the new log whole
+            self._seen = 0
+        if last <= self._seen:
+            return
+        first = max(self._seen + 1, last - MAX_REMEMBERED + 1)
+        for raw in self.backend.get_records([entry_key(n) for n in range(first, last + 1)]):
+            if raw is not None:
+                self._learn(Revocation.decode(raw))
+        self._seen = last
+
+    def poll_if_due(self) -> None:
+        if self.clock.now >= self._next_poll:
+            self.poll()
+
+    def _heard(self, number: int, entry: Revocation) -> None:
+        if number == self._seen + 1:
+            self._seen = number
+        self._learn(entry)
+
+    def _learn(self, entry: Revocation) -> None:
+        ids = self.ids
+        for task_id in entry.ids:
+            ids[task_id] = entry
+            ids.move_to_end(task_id)
+        while len(ids) > MAX_REMEMBERED:
+            ids.popitem(last=False)
+        if entry.terminate and self.on_terminate is not None:
+            self.on_terminate(entry)
+
+    def revoked(self, task_ids: Sequence[str]) -> list[str]:
+        return [i for i in task_ids if i in self.ids]
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self.ids
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __iter__(self) -> Any:
+        return iter(self.ids)
