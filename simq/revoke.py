@@ -27,6 +27,7 @@ worker in another process.
 from __future__ import annotations
 
 import json
+import logging
 import signal as signal_module
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from simq.exceptions import ConfigurationError
+from simq.exceptions import BrokerUnavailable, ConfigurationError
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
     from simq.clock import Clock
 
 __all__ = ["Revocation", "Revocations", "Terminated", "revoke"]
+
+log = logging.getLogger("simq.worker")
 
 COUNTER = "simq:revokes"
 #: How many revoked ids a worker remembers (Celery keeps 50,000 too); the oldest go first.
@@ -120,7 +123,7 @@ class Revocations:
     def start(self) -> None:
         """Read the whole log (what expired is gone) and listen for entries written in this process."""
         self.backend.revoke_listeners.append(self._heard)
-        self.poll()
+        self.poll_if_due()
 
     def stop(self) -> None:
         if self._heard in self.backend.revoke_listeners:
@@ -141,8 +144,12 @@ class Revocations:
         self._seen = last
 
     def poll_if_due(self) -> None:
+        """``poll`` once the interval has passed; an unreachable backend is logged and tried again later."""
         if self.clock.now >= self._next_poll:
-            self.poll()
+            try:
+                self.poll()
+            except BrokerUnavailable as exc:
+                log.warning("cannot read the revocation log (tried again in %g s): %s", self.interval, exc)
 
     def _heard(self, number: int, entry: Revocation) -> None:
         if number == self._seen + 1:

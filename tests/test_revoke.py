@@ -129,3 +129,25 @@ def test_revoke_in_one_process_is_heard_at_once_by_its_workers(app):
         r = app.work.apply_async((1,), countdown=5)
         revoke(app, r.id)
         assert r.id in worker.revocations
+
+
+def test_an_unreachable_backend_is_logged_and_read_again_later(caplog):
+    from simq.exceptions import BrokerUnavailable
+
+    clock = VirtualClock()
+    backend = _log(clock)
+    calls = []
+
+    def down(key, by=1):
+        calls.append(key)
+        raise BrokerUnavailable("redis is down")
+
+    backend.incr = down
+    reader = Revocations(backend, clock, 2.0)
+    reader.start()  # does not raise: the worker starts, and reads the log when it can
+    assert "cannot read the revocation log" in caplog.text
+    reader.poll_if_due()
+    assert len(calls) == 1  # not again before the interval
+    clock.advance(2)
+    reader.poll_if_due()
+    assert len(calls) == 2
