@@ -135,14 +135,14 @@ def test_an_unreachable_backend_is_logged_and_read_again_later(caplog):
     from simq.exceptions import BrokerUnavailable
 
     clock = VirtualClock()
-    backend = _log(clock)
     calls = []
 
-    def down(key, by=1):
-        calls.append(key)
-        raise BrokerUnavailable("redis is down")
+    class Down(MemoryBackend):
+        def incr(self, key, by=1):
+            calls.append(key)
+            raise BrokerUnavailable("redis is down")
 
-    backend.incr = down
+    backend = Down(SerializerRegistry(), clock, "json")
     reader = Revocations(backend, clock, 2.0)
     reader.start()  # does not raise: the worker starts, and reads the log when it can
     assert "cannot read the revocation log" in caplog.text
