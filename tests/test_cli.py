@@ -38,3 +38,21 @@ def test_cli_help_lists_commands(capsys):
     out = capsys.readouterr().out
     for command in ("demo", "worker", "conformance", "campaign", "replay"):
         assert command in out
+
+
+def test_cli_control_revoke_writes_the_revocation_log(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from simq.revoke import Revocation, entry_key
+
+    (tmp_path / "cliapp_revoke.py").write_text("from simq import App\napp = App('cli')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["control", "revoke", "id-1", "id-2", "-A", "cliapp_revoke:app", "--terminate"]) == 0
+        app = sys.modules["cliapp_revoke"].app
+        assert Revocation.decode(app.backend.get_record(entry_key(1))) == Revocation(("id-1", "id-2"), True, "SIGTERM")
+        assert "revoked 2 task id(s) (terminate)" in capsys.readouterr().out
+        assert main(["control", "revoke", "id-3", "-A", "cliapp_revoke:app", "--signal", "NOPE"]) == 2
+        assert "must name a signal" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("cliapp_revoke", None)
