@@ -29,6 +29,7 @@ from simq.exceptions import ConfigurationError, MessageRejected, WorkerLostError
 from simq.executor import Executor, Outcome
 from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
+from simq.ratelimit import RateLimits
 from simq.request import Request, WorkerStats
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class Worker:
     _in_poll: bool = attrs.field(default=False, init=False)
     _prefetch_applied: int = attrs.field(default=0, init=False)
     _hooks: Hooks = attrs.field(init=False)
+    # Per task type token buckets (simq.ratelimit); requests a limit holds back wait with the eta holds.
+    _rates: RateLimits = attrs.field(init=False)
     # Jobs handed to the pool and not finished yet; the pool reports each on ``_completions``.
     _inflight: int = attrs.field(default=0, init=False)
     _completions: queue_module.SimpleQueue[tuple[tuple[Request, ...], Outcome, bool]] = attrs.field(
@@ -103,6 +106,7 @@ class Worker:
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         self._hooks = Hooks([*self.hooks, *self.app.worker_hooks])
+        self._rates = RateLimits(self.app)
         self.executor = Executor(self.app, self.backend, self.clock, self.hostname, self._hooks)
         if self.rng is not None:
             self.executor.rng = self.rng
@@ -300,7 +304,34 @@ class Worker:
                 for hook in hooks.on_held:
                     hook(self, request)
             return
-        self._ready.append(Request(message, delivery, task, self.hostname))
+        if self._rates[message.task] is None:  # no rate limit: one dict lookup
+            self._ready.append(Request(message, delivery, task, self.hostname))
+        else:
+            self._admit(message, delivery, task)
+            if not self._in_poll:
+                self._arm_eta_timer()
+
+    def _admit(self, message: TaskMessage, delivery: Delivery, task: Any) -> None:
+        """Ready now if the task's bucket has a token, else held with the eta holds (but counted in prefetch) until then."""
+        at = self._rates.reserve(message.task, self.clock.now)
+        if at is None:
+            self._ready.append(Request(message, delivery, task, self.hostname))
+            return
+        seq = next(self._eta_seq)
+        self._held[seq] = delivery
+        self._held_messages[seq] = message
+        self._rates.held[seq] = message.task
+        heapq.heappush(self._eta_heap, (at, seq))
+        self.stats.rate_limited += 1
+        log.info("Task %s[%s] rate limited: held %.3f s", message.task, message.id, at - self.clock.now)
+
+    def set_rate_limit(self, name: str, value: str | float | None) -> str | float | None:
+        """Change task ``name``'s limit on this worker from now on (what it holds back is held anew); return the old."""
+        old, seqs = self._rates.change(name, value, self.hostname)
+        for seq in seqs:  # their old heap entries go stale
+            self._admit(self._held_messages.pop(seq), self._held.pop(seq), self.app.tasks[name])
+        self._arm_eta_timer()
+        return old
 
     def _apply_prefetch(self) -> None:
         """Held eta messages do not count against prefetch: widen the window by what is held.
@@ -311,7 +342,7 @@ class Worker:
         base = self.prefetch
         if not base or self._stopping:
             return
-        wanted = base + len(self._held)
+        wanted = base + len(self._held) - len(self._rates.held)
         if wanted != self._prefetch_applied:
             self._prefetch_applied = wanted
             self.transport.set_prefetch(wanted)
@@ -323,13 +354,17 @@ class Worker:
         held = self._held
         messages = self._held_messages
         tasks = self.app.tasks
+        rates = self._rates
         now = self.clock.now
         while heap and heap[0][0] <= now:
             seq = heapq.heappop(heap)[1]
             delivery = held.pop(seq, None)
             if delivery is not None:
                 message = messages.pop(seq)
-                self._ready.append(Request(message, delivery, tasks[message.task], self.hostname))
+                if rates[message.task] is not None and rates.held.pop(seq, None) is None:
+                    self._admit(message, delivery, tasks[message.task])  # its eta came: now its rate limit
+                else:
+                    self._ready.append(Request(message, delivery, tasks[message.task], self.hostname))
         self._arm_eta_timer()
         self._apply_prefetch()
 
@@ -346,7 +381,7 @@ class Worker:
             self._eta_timer = self.clock.call_at(due, self._release_due)
 
     def _drop_held(self) -> list[Delivery]:
-        """Forget every held eta message and its timer; return their deliveries, in arrival order."""
+        """Forget every held message (eta and rate limit) and its timer; return their deliveries, in arrival order."""
         if self._eta_timer is not None:
             self._eta_timer.cancel()
             self._eta_timer = None
@@ -354,6 +389,7 @@ class Worker:
         deliveries = list(self._held.values())
         self._held.clear()
         self._held_messages.clear()
+        self._rates.held.clear()
         return deliveries
 
     def reject(self, delivery: Delivery, reason: str, detail: str) -> None:
@@ -396,12 +432,19 @@ class Worker:
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        """Messages held until their eta (not those a rate limit holds: ``rate_limited``)."""
+        return len(self._held) - len(self._rates.held)
 
     @property
     def held_deliveries(self) -> list[Delivery]:
         """The deliveries held until their eta, in the order they arrived."""
-        return list(self._held.values())
+        rate_held = self._rates.held
+        return [d for seq, d in self._held.items() if seq not in rate_held]
+
+    @property
+    def rate_limited(self) -> int:
+        """Requests held back by their task's rate limit now (they count against the prefetch window)."""
+        return len(self._rates.held)
 
     @property
     def ready(self) -> int:
