@@ -2,9 +2,11 @@
 
 Rate limits are per worker, as in Celery, so these tests run one worker of
 concurrency 1. On virtual time the limit is minutes and the spacing exact; on
-a real broker it is a fraction of a second, so the run stays short, and the
-spacing may only be later than the limit asks (never earlier, bar the jitter
-of a pool slot starting the body: ``TOLERANCE``).
+a real broker it is a fraction of a second, so the run stays short. The
+worker hands requests to its pool on the limit's schedule, never earlier, but a
+body may start a little after its hand-over (a ``processes`` child under load:
+up to ~0.1 s measured), which can make the next gap that much shorter, hence
+``TOLERANCE``. Without a limit the gaps are milliseconds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import itertools
 import time
 
-TOLERANCE = 0.05  # seconds; real brokers only
+TOLERANCE = 0.15  # seconds, of a 0.5 s interval; real brokers only
 
 
 def _limit(backend):
