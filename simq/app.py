@@ -28,6 +28,7 @@ from simq.control import Control
 from simq.exceptions import ConfigurationError, SimqError
 from simq.limits import check_limit
 from simq.message import TaskMessage, validate_priority
+from simq.ratelimit import parse_rate
 from simq.result import AsyncResult
 from simq.routing import Route, Router
 from simq.runtime import Runtime, WallRuntime
@@ -153,6 +154,7 @@ class App:
             self.serializers.get(options["serializer"])
         cls = make_task_class(self, fun, base, name, options)
         check_retry_policy(cls)
+        parse_rate(cls.rate_limit, f"task {name!r}: rate_limit")
         cls_validate = getattr(cls, "validate_options", None)
         if cls_validate is not None:
             cls_validate()

@@ -14,7 +14,7 @@ _DELEGATED = {
     "conformance": ("simq.conformance_cli", "run the conformance suite against a transport URL"),
     "campaign": ("simq.campaign", "run many seeds with random fault plans"),
     "replay": ("simq.campaign", "replay one seed of a campaign exactly"),
-    "control": ("simq.control", "act on an app's workers: simq control revoke ID ... -A module:app"),
+    "control": ("simq.control_cli", "act on an app's workers: simq control revoke ID ... -A module:app"),
     "chaos": (
         "simq.chaos.command",
         "run a seeded workload and nemesis on real workers and brokers, judged by a ledger",

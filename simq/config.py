@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from simq.exceptions import ConfigurationError
+from simq.ratelimit import parse_rate
 
 __all__ = ["DEFAULTS", "Config"]
 
@@ -41,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_concurrency": 1,
     "worker_max_message_size": 16 * 1024 * 1024,
     "worker_revoke_poll_interval": 1.0,  # seconds between reads of the revocation log (simq.revoke)
+    "task_default_rate_limit": None,  # for tasks without rate_limit= (simq.ratelimit)
+    "worker_disable_rate_limits": False,
     "security_key": None,
     "security_digest": "sha256",
     "timezone": "UTC",
@@ -75,5 +78,7 @@ class Config(dict[str, Any]):
                 close = difflib.get_close_matches(key, list(DEFAULTS), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigurationError(f"unknown setting {key!r}{hint}")
+        if "task_default_rate_limit" in values:
+            parse_rate(values["task_default_rate_limit"], "task_default_rate_limit")
         super().update(values)
         self._on_change()

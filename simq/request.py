@@ -93,6 +93,7 @@ class WorkerStats:
     retried: int = 0
     revoked: int = 0
     deferred: int = 0
+    rate_limited: int = 0  # requests held back by their task's rate limit (simq.ratelimit)
     acked: int = 0
     rejected: dict[str, int] = attrs.field(factory=dict)
 

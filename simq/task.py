@@ -77,8 +77,9 @@ class Task:
     ``routing_key``, ``exchange``, ``priority``, ``max_retries``,
     ``default_retry_delay``, ``acks_late``, ``ignore_result``, and the retry
     policy: ``autoretry_for``, ``dont_autoretry_for``, ``retry_kwargs``,
-    ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, and the time
-    limits ``time_limit`` and ``soft_time_limit``); a call's own options win over them.
+    ``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``, the time
+    limits ``time_limit`` and ``soft_time_limit``, and ``rate_limit``, which
+    each worker enforces); a call's own options win over them.
     """
 
     name: ClassVar[str] = ""
@@ -104,6 +105,7 @@ class Task:
     retry_backoff: ClassVar[bool | int | float] = False
     retry_backoff_max: ClassVar[float] = 600
     retry_jitter: ClassVar[bool] = True
+    rate_limit: ClassVar[str | float | None] = None  # "10/s", "100/m", "1000/h" or per second (simq.ratelimit)
 
     _routing_options: ClassVar[dict[str, Any]]
 

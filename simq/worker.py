@@ -18,19 +18,21 @@ import logging
 import queue as queue_module
 import random
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from simq import protocol
 from simq.clock import to_timestamp
-from simq.exceptions import ConfigurationError, MessageRejected, TimeLimitExceeded, WorkerLostError
+from simq.exceptions import ConfigurationError, MessageRejected
 from simq.executor import Executor, Outcome
 from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
+from simq.ratelimit import RateLimits
 from simq.request import Request, WorkerStats
-from simq.revoke import Revocation, Revocations, signal_number
+from simq.revoke import Revocations
+from simq.settling import Settling
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -45,7 +47,7 @@ log = logging.getLogger("simq.worker")
 
 
 @attrs.define(eq=False)
-class Worker:
+class Worker(Settling):
     """Consumes queues through ``transport`` and runs tasks of ``app``.
 
     ``prefetch`` (unacknowledged deliveries held, not counting eta messages
@@ -92,6 +94,8 @@ class Worker:
     _in_poll: bool = attrs.field(default=False, init=False)
     _prefetch_applied: int = attrs.field(default=0, init=False)
     _hooks: Hooks = attrs.field(init=False)
+    # Per task type token buckets (simq.ratelimit); requests a limit holds back wait with the eta holds.
+    _rates: RateLimits = attrs.field(init=False)
     # Jobs handed to the pool and not finished yet; the pool reports each on ``_completions``.
     _inflight: int = attrs.field(default=0, init=False)
     _completions: queue_module.SimpleQueue[tuple[tuple[Request, ...], Outcome, bool]] = attrs.field(
@@ -106,6 +110,7 @@ class Worker:
         if self.concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, got {self.concurrency}")
         self._hooks = Hooks([*self.hooks, *self.app.worker_hooks])
+        self._rates = RateLimits(self.app)
         self.executor = Executor(self.app, self.backend, self.clock, self.hostname, self._hooks)
         if self.rng is not None:
             self.executor.rng = self.rng
@@ -310,7 +315,34 @@ class Worker:
                 for hook in hooks.on_held:
                     hook(self, request)
             return
-        self._ready.append(Request(message, delivery, task, self.hostname))
+        if self._rates[message.task] is None:  # no rate limit: one dict lookup
+            self._ready.append(Request(message, delivery, task, self.hostname))
+        else:
+            self._admit(message, delivery, task)
+            if not self._in_poll:
+                self._arm_eta_timer()
+
+    def _admit(self, message: TaskMessage, delivery: Delivery, task: Any) -> None:
+        """Ready now if the task's bucket has a token, else held with the eta holds (but counted in prefetch) until then."""
+        at = self._rates.reserve(message.task, self.clock.now)
+        if at is None:
+            self._ready.append(Request(message, delivery, task, self.hostname))
+            return
+        seq = next(self._eta_seq)
+        self._held[seq] = delivery
+        self._held_messages[seq] = message
+        self._rates.held[seq] = message.task
+        heapq.heappush(self._eta_heap, (at, seq))
+        self.stats.rate_limited += 1
+        log.info("Task %s[%s] rate limited: held %.3f s", message.task, message.id, at - self.clock.now)
+
+    def set_rate_limit(self, name: str, value: str | float | None) -> str | float | None:
+        """Change task ``name``'s limit on this worker from now on (what it holds back is held anew); return the old."""
+        old, seqs = self._rates.change(name, value, self.hostname)
+        for seq in seqs:  # their old heap entries go stale
+            self._admit(self._held_messages.pop(seq), self._held.pop(seq), self.app.tasks[name])
+        self._arm_eta_timer()
+        return old
 
     def _apply_prefetch(self) -> None:
         """Held eta messages do not count against prefetch: widen the window by what is held.
@@ -321,7 +353,7 @@ class Worker:
         base = self.prefetch
         if not base or self._stopping:
             return
-        wanted = base + len(self._held)
+        wanted = base + len(self._held) - len(self._rates.held)
         if wanted != self._prefetch_applied:
             self._prefetch_applied = wanted
             self.transport.set_prefetch(wanted)
@@ -333,13 +365,17 @@ class Worker:
         held = self._held
         messages = self._held_messages
         tasks = self.app.tasks
+        rates = self._rates
         now = self.clock.now
         while heap and heap[0][0] <= now:
             seq = heapq.heappop(heap)[1]
             delivery = held.pop(seq, None)
             if delivery is not None:
                 message = messages.pop(seq)
-                self._ready.append(Request(message, delivery, tasks[message.task], self.hostname))
+                if rates[message.task] is not None and rates.held.pop(seq, None) is None:
+                    self._admit(message, delivery, tasks[message.task])  # its eta came: now its rate limit
+                else:
+                    self._ready.append(Request(message, delivery, tasks[message.task], self.hostname))
         self._arm_eta_timer()
         self._apply_prefetch()
 
@@ -356,7 +392,7 @@ class Worker:
             self._eta_timer = self.clock.call_at(due, self._release_due)
 
     def _drop_held(self) -> list[Delivery]:
-        """Forget every held eta message and its timer; return their deliveries, in arrival order."""
+        """Forget every held message (eta and rate limit) and its timer; return their deliveries, in arrival order."""
         if self._eta_timer is not None:
             self._eta_timer.cancel()
             self._eta_timer = None
@@ -364,41 +400,8 @@ class Worker:
         deliveries = list(self._held.values())
         self._held.clear()
         self._held_messages.clear()
+        self._rates.held.clear()
         return deliveries
-
-    def reject(self, delivery: Delivery, reason: str, detail: str) -> None:
-        """Refuse a delivery for good: dead-letter it, count it, log it once."""
-        self.transport.reject(delivery, requeue=False, reason=f"{reason}: {detail}")
-        self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1
-        headers = delivery.envelope.headers
-        message_id = headers.get("id") if isinstance(headers, Mapping) else None
-        log.warning(
-            "rejected message %r (delivery %s) from queue %r (%s): %s",
-            message_id or delivery.envelope.message_id,
-            delivery.tag,
-            delivery.queue,
-            reason,
-            detail,
-        )
-        if isinstance(message_id, str) and message_id and len(message_id) <= 255:
-            self._fail_refused(message_id, reason, detail)
-        for hook in self._hooks.on_rejected:
-            hook(self, delivery, reason, detail)
-
-    def _fail_refused(self, task_id: str, reason: str, detail: str) -> None:
-        """Whoever waits on a refused task learns why at once: its result becomes FAILURE, naming the reason.
-
-        Only a task with no final result yet is marked: a forged or duplicated
-        message cannot overwrite a result that is already there.
-        """
-        backend = self.backend
-        assert backend is not None
-        try:
-            if backend.get_meta(task_id).ready:
-                return
-            backend.mark_as_failure(task_id, MessageRejected(reason, detail))
-        except Exception:  # the rejection itself is done; the result is a courtesy
-            log.warning("could not store the rejection of %r in the result backend", task_id, exc_info=True)
 
     # -- stepping (simulation) and looping (production) ------------------------------
     def has_work(self) -> bool:
@@ -406,12 +409,19 @@ class Worker:
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        """Messages held until their eta (not those a rate limit holds: ``rate_limited``)."""
+        return len(self._held) - len(self._rates.held)
 
     @property
     def held_deliveries(self) -> list[Delivery]:
         """The deliveries held until their eta, in the order they arrived."""
-        return list(self._held.values())
+        rate_held = self._rates.held
+        return [d for seq, d in self._held.items() if seq not in rate_held]
+
+    @property
+    def rate_limited(self) -> int:
+        """Requests held back by their task's rate limit now (they count against the prefetch window)."""
+        return len(self._rates.held)
 
     @property
     def ready(self) -> int:
@@ -538,65 +548,3 @@ class Worker:
             return
         for request in requests:
             self.ack(request)
-
-    def _lost(self, requests: tuple[Request, ...], outcome: Outcome, acks_late: bool) -> None:
-        """The pool slot died running ``requests`` (a killed child process)."""
-        for request in requests:
-            if outcome.terminated:  # revoke(terminate=True) ended it
-                self.discard_revoked(request, "terminated")
-                continue
-            if outcome.time_limit is not None:  # killed at its hard time limit: a failure, as Celery records it
-                self.executor.failed(request, TimeLimitExceeded(outcome.time_limit), "", outcome.time_limit)
-                self.stats.failed += 1
-                self.ack(request)
-                continue
-            if acks_late and self._reject_on_lost:
-                log.error(
-                    "Task %s[%s]: %s; given back to the broker (task_reject_on_worker_lost)",
-                    request.name,
-                    request.id,
-                    outcome.error,
-                )
-                self.transport.reject(request.delivery, requeue=True, reason=outcome.error or "worker lost")
-                continue
-            exc = WorkerLostError(f"task {request.name}[{request.id}]: {outcome.error}")
-            log.error("Task %s[%s] failed: %s", request.name, request.id, exc)
-            self.backend.mark_as_failure(request.id, exc, None, request=request.message)  # type: ignore[union-attr]
-            self.stats.failed += 1
-            for hook in self._hooks.on_failure:
-                hook(self.executor, request, exc, "")
-            self.ack(request)
-
-    def discard_revoked(self, request: Request, reason: str = "revoked") -> None:
-        """``request`` was revoked before it ran: store REVOKED, acknowledge, never run it."""
-        message = request.message
-        meta = self.backend.mark_as_revoked(message.id, reason)  # type: ignore[union-attr]
-        self.ack(request)
-        self.stats.revoked += 1
-        log.info(
-            "Task %s[%s] revoked: %s",
-            message.task,
-            message.id,
-            "terminated while running" if reason == "terminated" else "discarded without running",
-        )
-        for hook in self._hooks.on_revoked:
-            hook(self.executor, request, meta.result, reason)
-
-    def _terminate(self, entry: Revocation) -> None:
-        """A revoke with ``terminate=True``: end what this worker's pool runs of those ids."""
-        pool = self.pool
-        if pool is None:
-            return  # inline: nothing runs while the worker reads revocations
-        for request in pool.active():
-            if request.id in entry.ids:
-                how = pool.terminate(request, signal_number(entry.signal))
-                log.warning("Task %s[%s] revoked with terminate=True: %s", request.name, request.id, how)
-
-    def _expired(self, request: Request) -> None:
-        message = request.message
-        meta = self.backend.mark_as_revoked(message.id, "expired before it could run")  # type: ignore[union-attr]
-        self.ack(request)
-        self.stats.revoked += 1
-        log.info("Task %s[%s] expired before it could run: revoked", message.task, message.id)
-        for hook in self._hooks.on_revoked:
-            hook(self.executor, request, meta.result, "expired")

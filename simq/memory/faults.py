@@ -256,7 +256,7 @@ class FaultInjector:
         return True
 
     def _has_work(self) -> bool:
-        return any(not w._stopping and (w.has_work() or w.held) for w in self.sim.worker_list)
+        return any(not w._stopping and (w.has_work() or w.held or w.rate_limited) for w in self.sim.worker_list)
 
     def crashed(self, worker: Worker) -> None:
         """A worker died of an injected crash: restart a replacement after the plan's delay."""
