@@ -94,14 +94,13 @@ def build(
         raise ConfigurationError(
             f"give either countdown= or eta= when sending {name!r}, not both (countdown={countdown!r}, eta={eta!r})"
         )
-    tz = app.tz
     eta_ts: float | None = None
     if countdown is not None:
         if isinstance(countdown, bool) or not isinstance(countdown, int | float):
             raise ConfigurationError(f"countdown must be a number of seconds, got {countdown!r}")
         eta_ts = now + countdown
     elif eta is not None:
-        eta_ts = to_timestamp(eta, tz)
+        eta_ts = to_timestamp(eta, app.tz if isinstance(eta, datetime) else None)  # the zone only for datetimes
     conf = app.conf
     if eta_ts is not None:
         limit = conf["task_eta_limit"]
@@ -115,7 +114,7 @@ def build(
         expires = task.expires
     expires_ts: float | None = None
     if expires is not None:
-        expires_ts = to_timestamp(expires, tz) if isinstance(expires, datetime) else now + float(expires)
+        expires_ts = to_timestamp(expires, app.tz) if isinstance(expires, datetime) else now + float(expires)
     priority = get("priority")
     if priority is None and task is not None:
         priority = task.priority
