@@ -50,6 +50,20 @@ __all__ = ["DEFAULTS", "App", "Config", "SharedTask", "current_app", "shared_tas
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET = object()
+#: The ``apply_async`` options ``send_call`` reads itself (``simq.calling.build`` reads the others).
+_SEND_OPTIONS = frozenset(
+    (
+        "link",
+        "link_error",
+        "queue",
+        "exchange",
+        "routing_key",
+        "mandatory",
+        "immediate",
+        "connection",
+        "connect_timeout",
+    )
+)
 
 
 class App:
@@ -374,7 +388,7 @@ class App:
         runtime = self.runtime
         queue = exchange = routing_key = connection = connect_timeout = None
         mandatory = immediate = False
-        if options:  # a plain delay() has none: no lookups
+        if options and not _SEND_OPTIONS.isdisjoint(options):  # most calls give none of these: no lookups
             get = options.get
             link, link_error = get("link"), get("link_error")
             if link is not None or link_error is not None:
