@@ -53,6 +53,20 @@ __all__ = ["DEFAULTS", "App", "Config", "SharedTask", "current_app", "shared_tas
 F = TypeVar("F", bound=Callable[..., Any])
 
 _UNSET = object()
+#: The ``apply_async`` options ``send_call`` reads itself (``simq.calling.build`` reads the others).
+_SEND_OPTIONS = frozenset(
+    (
+        "link",
+        "link_error",
+        "queue",
+        "exchange",
+        "routing_key",
+        "mandatory",
+        "immediate",
+        "connection",
+        "connect_timeout",
+    )
+)
 
 
 class App:
@@ -384,20 +398,27 @@ class App:
         if task is None:
             task = self.tasks.get(name)
         runtime = self.runtime
-        get = options.get
-        link, link_error = get("link"), get("link_error")
-        if link is not None or link_error is not None:
-            from simq.canvas import to_signature_dicts
+        queue = exchange = routing_key = connection = connect_timeout = None
+        mandatory = immediate = False
+        if options and not _SEND_OPTIONS.isdisjoint(options):  # most calls give none of these: no lookups
+            get = options.get
+            link, link_error = get("link"), get("link_error")
+            if link is not None or link_error is not None:
+                from simq.canvas import to_signature_dicts
 
-            embed = dict(embed) if embed else {}
-            if link is not None:
-                embed["callbacks"] = to_signature_dicts(self, link)
-            if link_error is not None:
-                embed["errbacks"] = to_signature_dicts(self, link_error)
+                embed = dict(embed) if embed else {}
+                if link is not None:
+                    embed["callbacks"] = to_signature_dicts(self, link)
+                if link_error is not None:
+                    embed["errbacks"] = to_signature_dicts(self, link_error)
+            queue, exchange, routing_key = get("queue"), get("exchange"), get("routing_key")
+            mandatory, immediate = bool(get("mandatory")), bool(get("immediate"))
+            connection, connect_timeout = get("connection"), get("connect_timeout")
+        now, current = runtime.clock.now, self.current_request()
         message, serializer = build(
-            self, name, args, kwargs, task, options, runtime.clock.now, None, self.current_request(), lineage, embed
+            self, name, args, kwargs, task, options, now, runtime.new_id, current, lineage, embed
         )
-        route = self.route(name, task, get("queue"), get("exchange"), get("routing_key"), args, kwargs)
+        route = self.route(name, task, queue, exchange, routing_key, args, kwargs)
         envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
         announce = signals.before_task_publish.receivers or signals.after_task_publish.receivers
         if announce:
@@ -414,10 +435,10 @@ class App:
             envelope,
             route.exchange.name,
             route.routing_key,
-            mandatory=bool(get("mandatory")),
-            immediate=bool(get("immediate")),
-            connection=get("connection"),
-            connect_timeout=get("connect_timeout"),
+            mandatory=mandatory,
+            immediate=immediate,
+            connection=connection,
+            connect_timeout=connect_timeout,
         )
         if announce:
             signals.after_task_publish.send(

@@ -9,7 +9,7 @@ App's one publish path. Options are checked here, each once.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -81,7 +81,7 @@ def build(
     task: Task | None,
     options: Mapping[str, Any],
     now: float,
-    new_id: str | None,
+    new_id: Callable[[], str],
     current: Request | None,
     lineage: Lineage = NO_LINEAGE,
     embed: Mapping[str, Any] | None = None,
@@ -90,21 +90,26 @@ def build(
 
     ``embed`` is the canvas the message carries (its continuation, chord,
     and the ``link``/``link_error`` signatures as dicts: the caller converts them).
+    ``new_id`` draws a fresh task id, called only when the options give none
+    (after every check, so a refused call draws none).
     """
-    get = options.get
-    countdown, eta = get("countdown"), get("eta")
+    countdown = eta = expires = priority = serializer = task_id = headers = time_limit = soft_time_limit = None
+    if options:  # a plain delay() has none: no lookups
+        get = options.get
+        countdown, eta, expires = get("countdown"), get("eta"), get("expires")
+        priority, serializer, task_id, headers = get("priority"), get("serializer"), get("task_id"), get("headers")
+        time_limit, soft_time_limit = get("time_limit"), get("soft_time_limit")
     if countdown is not None and eta is not None:
         raise ConfigurationError(
             f"give either countdown= or eta= when sending {name!r}, not both (countdown={countdown!r}, eta={eta!r})"
         )
-    tz = app.tz
     eta_ts: float | None = None
     if countdown is not None:
         if isinstance(countdown, bool) or not isinstance(countdown, int | float):
             raise ConfigurationError(f"countdown must be a number of seconds, got {countdown!r}")
         eta_ts = now + countdown
     elif eta is not None:
-        eta_ts = to_timestamp(eta, tz)
+        eta_ts = to_timestamp(eta, app.tz if isinstance(eta, datetime) else None)  # the zone only for datetimes
     conf = app.conf
     if eta_ts is not None:
         limit = conf["task_eta_limit"]
@@ -113,26 +118,23 @@ def build(
                 f"the eta of {name!r} is {eta_ts - now:.0f} s ahead, beyond task_eta_limit={limit} s: "
                 "a worker would hold it for ever; raise task_eta_limit (None disables it) if you mean it"
             )
-    expires = get("expires")
     if expires is None and task is not None:
         expires = task.expires
     expires_ts: float | None = None
     if expires is not None:
-        expires_ts = to_timestamp(expires, tz) if isinstance(expires, datetime) else now + float(expires)
-    priority = get("priority")
+        expires_ts = to_timestamp(expires, app.tz) if isinstance(expires, datetime) else now + float(expires)
     if priority is None and task is not None:
         priority = task.priority
     if priority is None:
         priority = conf["task_default_priority"]
-    serializer = get("serializer") or (task.serializer if task is not None else None) or conf["task_serializer"]
+    serializer = serializer or (task.serializer if task is not None else None) or conf["task_serializer"]
     root_id, parent_id = lineage.root_id, lineage.parent_id
     if current is not None:
         parent_id = parent_id or current.message.id
         root_id = root_id or current.message.root_id or current.message.id
-    task_id = get("task_id") or new_id or app.new_id()
-    headers = get("headers")
-    if get("time_limit") is not None or get("soft_time_limit") is not None:
-        headers = {**(headers or {}), HEADER: timelimit_header(get("time_limit"), get("soft_time_limit"))}
+    task_id = task_id or new_id()
+    if time_limit is not None or soft_time_limit is not None:
+        headers = {**(headers or {}), HEADER: timelimit_header(time_limit, soft_time_limit)}
     message = TaskMessage(  # validates priority (0..9) and the id, once
         id=task_id,
         task=name,

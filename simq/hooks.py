@@ -3,8 +3,8 @@
 A hook is an object with some of the methods of :class:`WorkerHook`, each a
 moment in a message's life; the base class's methods do nothing, so a hook
 overrides only the moments it needs. A worker calls its hooks in the order
-they were given, and only those that override a moment (so a moment no hook
-wants costs nothing on the hot path).
+they were given, and only those that override a moment and act on it now
+(``acts_on``), so a moment no hook wants costs nothing on the hot path.
 
 Two places call them:
 
@@ -22,6 +22,7 @@ there; the simulator adds its trace and fault hooks to its own workers.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -88,8 +89,26 @@ class WorkerHook:
     def on_batch(self, executor: Executor, task: Any, requests: Sequence[Request]) -> None:
         """A batch of a Batches task ran (before its requests' results are settled)."""
 
+    # -- not moments: which moments a hook acts on now ---------------------------------------
+    def acts_on(self, moment: str) -> bool:
+        """Whether this hook has anything to do at ``moment`` now; the worker leaves it out there while it has not.
 
-MOMENTS = tuple(name for name in vars(WorkerHook) if not name.startswith("_") and callable(getattr(WorkerHook, name)))
+        Only asked for the moments the hook overrides. A hook whose answer can
+        change (the SignalHook: a signal gets its first receiver) calls
+        ``refresh()`` on each ``Hooks`` that ``attach`` gave it when it does.
+        """
+        return True
+
+    def attach(self, hooks: Hooks) -> None:
+        """``hooks`` (one worker's, or one pool child's) holds this hook."""
+
+
+_NOT_MOMENTS = frozenset(("acts_on", "attach"))
+MOMENTS = tuple(
+    name
+    for name in vars(WorkerHook)
+    if not name.startswith("_") and name not in _NOT_MOMENTS and callable(getattr(WorkerHook, name))
+)
 
 
 _Moment = tuple[Callable[..., None], ...]
@@ -98,7 +117,7 @@ _Moment = tuple[Callable[..., None], ...]
 class Hooks:
     """A worker's hooks, one tuple of bound methods per moment, holding only the hooks that act on it."""
 
-    __slots__ = ("hooks", *MOMENTS)
+    __slots__ = ("__weakref__", "_lock", "hooks", *MOMENTS)
 
     worker_start: _Moment
     worker_stop: _Moment
@@ -118,12 +137,26 @@ class Hooks:
 
     def __init__(self, hooks: Sequence[WorkerHook] = ()) -> None:
         self.hooks: tuple[WorkerHook, ...] = tuple(hooks)
-        for moment in MOMENTS:
-            base = getattr(WorkerHook, moment)
-            bound: list[Callable[..., None]] = [
-                getattr(hook, moment) for hook in self.hooks if getattr(type(hook), moment, base) is not base
-            ]
-            setattr(self, moment, tuple(bound))
+        self._lock = threading.Lock()
+        self.refresh()
+        for hook in self.hooks:
+            attach = getattr(hook, "attach", None)  # a hook need not subclass WorkerHook
+            if attach is not None:
+                attach(self)
+
+    def refresh(self) -> None:
+        """Work out again which hooks act on each moment (a hook whose ``acts_on`` answer changed calls this)."""
+        with self._lock:  # each refresh reads the hooks' answers after the change that asked for it
+            for moment in MOMENTS:
+                base = getattr(WorkerHook, moment)
+                bound: list[Callable[..., None]] = []
+                for hook in self.hooks:
+                    if getattr(type(hook), moment, base) is base:
+                        continue
+                    acts_on = getattr(hook, "acts_on", None)
+                    if acts_on is None or acts_on(moment):
+                        bound.append(getattr(hook, moment))
+                setattr(self, moment, tuple(bound))
 
     def __iter__(self) -> Any:
         return iter(self.hooks)

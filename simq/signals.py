@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from simq.hooks import WorkerHook
+from simq.hooks import Hooks, WorkerHook
 
 if TYPE_CHECKING:
     from simq.executor import Executor
@@ -64,6 +65,19 @@ class Signal:
         self.providing_args = providing_args
         self.receivers: list[tuple[Receiver, Any]] = []
         self._lock = threading.Lock()
+        # the worker hooks that leave this signal's moment out while it has no receiver (insertion-ordered)
+        self._watchers: weakref.WeakKeyDictionary[Hooks, None] = weakref.WeakKeyDictionary()
+
+    def watch(self, hooks: Hooks) -> None:
+        """Refresh ``hooks`` whenever a receiver connects or disconnects."""
+        with self._lock:
+            self._watchers[hooks] = None
+
+    def _changed(self) -> None:
+        with self._lock:
+            watchers = list(self._watchers)
+        for hooks in watchers:
+            hooks.refresh()
 
     def connect(self, receiver: Receiver | None = None, *, sender: Any = None, **_: Any) -> Any:
         """``@signal.connect`` or ``signal.connect(fn, sender=...)``: ``sender`` a task, its name, or None for all."""
@@ -73,6 +87,7 @@ class Signal:
             with self._lock:
                 if not any(r is fn and s == key for r, s in self.receivers):
                     self.receivers = [*self.receivers, (fn, key)]
+            self._changed()
             return fn
 
         if receiver is None:
@@ -85,6 +100,7 @@ class Signal:
             kept = [(r, s) for r, s in self.receivers if not (r is receiver and (sender is None or s == key))]
             removed = len(kept) != len(self.receivers)
             self.receivers = kept
+        self._changed()
         return removed
 
     def send(self, sender: Any = None, **named: Any) -> list[tuple[Receiver, Any]]:
@@ -126,10 +142,23 @@ worker_shutdown = Signal("worker_shutdown")
 
 
 class SignalHook(WorkerHook):
-    """Fires the task and worker signals from the worker's moments."""
+    """Fires the task and worker signals from the worker's moments.
+
+    A task moment whose signal has no receiver is left out of the worker's
+    hooks (``acts_on``), so it costs nothing; connecting a receiver puts it back
+    at once, in every worker.
+    """
 
     def __init__(self) -> None:
         self._started: set[str] = set()  # hostnames whose worker_init/worker_ready fired (looked up, never iterated)
+
+    def acts_on(self, moment: str) -> bool:
+        signal = _FIRED_AT.get(moment)
+        return signal is None or bool(signal.receivers)
+
+    def attach(self, hooks: Hooks) -> None:
+        for signal in _FIRED_AT.values():
+            signal.watch(hooks)
 
     def worker_start(self, worker: Worker) -> None:
         # once per worker: a production worker that reconnects starts a new Worker under the same name
@@ -205,3 +234,15 @@ class SignalHook(WorkerHook):
                 retval=value,
                 state=state,
             )
+
+
+#: The task moments that fire exactly one signal, and that signal: each is left out while its signal has no receiver.
+_FIRED_AT: dict[str, Signal] = {
+    "on_received": task_received,
+    "on_expired": task_revoked,
+    "before_run": task_prerun,
+    "on_success": task_success,
+    "on_failure": task_failure,
+    "on_retry": task_retry,
+    "after_task": task_postrun,
+}

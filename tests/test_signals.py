@@ -147,3 +147,31 @@ def test_worker_init_and_ready_once_per_worker_and_shutdown(heard):
     with app.simulate(workers=2):
         pass
     assert sorted(names(events)) == sorted(["worker_init", "worker_ready"] * 2 + ["worker_shutdown"] * 2)
+
+
+def test_a_receiver_connected_while_the_worker_runs_is_heard_at_once(heard):
+    events, listen = heard
+    app = make()
+    with app.simulate():
+        app.tasks["add"].delay(1, 1).get()  # no receivers: the worker left those moments out
+        listen(signals.task_received)
+        listen(signals.task_success)
+        app.tasks["add"].delay(2, 2).get()
+    assert [(n, kwargs.get("result")) for n, _, kwargs in events] == [("task_received", None), ("task_success", 4)]
+
+
+def test_a_disconnected_receiver_is_not_called_again():
+    calls = []
+
+    def receiver(**kwargs):
+        calls.append(kwargs["result"])
+
+    app = make()
+    with app.simulate():
+        signals.task_success.connect(receiver)
+        try:
+            app.tasks["add"].delay(1, 1).get()
+        finally:
+            signals.task_success.disconnect(receiver)
+        app.tasks["add"].delay(2, 2).get()
+    assert calls == [2]

@@ -196,7 +196,7 @@ def _request(app, task, **options):
     from simq.message import Delivery
     from simq.request import Request
 
-    message, serializer = build(app, task.name, (), {}, task, options, time.time(), None, None)
+    message, serializer = build(app, task.name, (), {}, task, options, time.time(), app.new_id, None)
     envelope = protocol.encode(message, app.serializers, serializer)
     return Request(message, Delivery(envelope, 1, "celery", "", "celery"), task, "test@host")
 

@@ -74,9 +74,14 @@ class MemoryBackend(Backend):
 
     # -- storage hooks -----------------------------------------------------------------
     def _get(self, key: str) -> bytes | None:
-        if self._heap:
+        raw = self._data.get(key)
+        if raw is None:  # nothing to expire first: purging would not change the answer
+            return None
+        heap = self._heap
+        if heap and heap[0][0] <= self.clock.now:  # something is due: only then take the lock
             self._purge()
-        return self._data.get(key)
+            return self._data.get(key)
+        return raw
 
     def _set(self, key: str, value: bytes) -> None:
         with self._cond:
@@ -89,7 +94,8 @@ class MemoryBackend(Backend):
         """Cheap readiness check the simulation polls between steps."""
         if not self._ready.get(task_id, False):
             return False
-        if self._heap:
+        heap = self._heap
+        if heap and heap[0][0] <= self.clock.now:
             self._purge()
             return self._ready.get(task_id, False)
         return True

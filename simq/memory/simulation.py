@@ -314,7 +314,8 @@ class Simulation:
             while not predicate():
                 if self.step():
                     steps += 1
-                    self._check_steps(steps)
+                    if steps > self.max_steps:
+                        self._check_steps(steps)
                     continue
                 nxt = self.clock.next_deadline()
                 if nxt is None:
