@@ -14,7 +14,12 @@ _DELEGATED = {
     "conformance": ("simq.conformance_cli", "run the conformance suite against a transport URL"),
     "campaign": ("simq.campaign", "run many seeds with random fault plans"),
     "replay": ("simq.campaign", "replay one seed of a campaign exactly"),
-    "control": ("simq.control_cli", "act on an app's workers: simq control revoke ID ... -A module:app"),
+    "inspect": ("simq.control_cli", "ask an app's workers: simq inspect ping|active|stats|... -A module:app"),
+    "control": ("simq.control_cli", "act on them: simq control revoke|rate_limit|shutdown|... -A module:app"),
+    "status": ("simq.control_cli", "list the workers that answer a ping"),
+    "purge": ("simq.control_cli", "delete the messages waiting in an app's queues"),
+    "result": ("simq.control_cli", "show a task's state and result"),
+    "call": ("simq.control_cli", "send a task by name"),
     "chaos": (
         "simq.chaos.command",
         "run a seeded workload and nemesis on real workers and brokers, judged by a ledger",
@@ -56,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError as exc:
             print(f"simq {command}: not available in this installation ({exc})", file=sys.stderr)
             return 2
-        if module_name == "simq.campaign":
+        if module_name in ("simq.campaign", "simq.control_cli"):
             return int(module.main([command, *rest]))
         return int(module.main(rest))
     print(f"simq: unknown command {command!r}; commands: {', '.join(commands)}", file=sys.stderr)

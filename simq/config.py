@@ -41,7 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "worker_prefetch_multiplier": 4,
     "worker_concurrency": 1,
     "worker_max_message_size": 16 * 1024 * 1024,
-    "worker_revoke_poll_interval": 1.0,  # seconds between reads of the revocation log (simq.revoke)
+    "worker_revoke_poll_interval": 1.0,
+    "worker_control_poll_interval": 0.25,  # seconds between reads of the control log (simq.remote)  # seconds between reads of the revocation log (simq.revoke)
     "task_default_rate_limit": None,  # for tasks without rate_limit= (simq.ratelimit)
     "worker_disable_rate_limits": False,
     "security_key": None,

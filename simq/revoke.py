@@ -92,18 +92,27 @@ def signal_number(name: str | int) -> int:
     raise ConfigurationError(f"revoke(signal=...) must name a signal such as 'SIGTERM' or 'SIGKILL', got {name!r}")
 
 
-def revoke(app: App, task_ids: str | Iterable[str], terminate: bool = False, signal: str | int = "SIGTERM") -> None:
-    """Revoke ``task_ids`` on every worker: written to the log, heard at once in this process."""
+def make_revocation(
+    task_ids: str | Iterable[str], terminate: bool = False, signal: str | int = "SIGTERM"
+) -> Revocation:
+    """The log entry for a revoke, checked: ids are non-empty strings, ``signal`` names a signal."""
     ids = (task_ids,) if isinstance(task_ids, str) else tuple(task_ids)
     if not ids or not all(isinstance(i, str) and i for i in ids):
         raise ConfigurationError(f"revoke() takes a task id or a list of them, got {task_ids!r}")
-    number = signal_number(signal)
-    entry = Revocation(ids, bool(terminate), signal_module.Signals(number).name)
+    return Revocation(ids, bool(terminate), signal_module.Signals(signal_number(signal)).name)
+
+
+def revoke(app: App, task_ids: str | Iterable[str], terminate: bool = False, signal: str | int = "SIGTERM") -> None:
+    """Revoke ``task_ids`` on every worker: written to the log, heard at once in this process."""
+    write(app, make_revocation(task_ids, terminate, signal))
+
+
+def write(app: App, entry: Revocation) -> None:
     backend = app.backend
     n = backend.incr(COUNTER)
     backend.put_record(entry_key(n), entry.encode())
     backend.sync()
-    for listener in list(backend.revoke_listeners):
+    for listener in list(backend.listeners):
         listener(n, entry)
 
 
@@ -122,12 +131,12 @@ class Revocations:
 
     def start(self) -> None:
         """Read the whole log (what expired is gone) and listen for entries written in this process."""
-        self.backend.revoke_listeners.append(self._heard)
+        self.backend.listeners.append(self._heard)
         self.poll_if_due()
 
     def stop(self) -> None:
-        if self._heard in self.backend.revoke_listeners:
-            self.backend.revoke_listeners.remove(self._heard)
+        if self._heard in self.backend.listeners:
+            self.backend.listeners.remove(self._heard)
 
     def poll(self) -> None:
         """Read the entries written since the last read (one counter read when there are none)."""
@@ -151,7 +160,9 @@ class Revocations:
             except BrokerUnavailable as exc:
                 log.warning("cannot read the revocation log (tried again in %g s): %s", self.interval, exc)
 
-    def _heard(self, number: int, entry: Revocation) -> None:
+    def _heard(self, number: int, entry: Any) -> None:
+        if not isinstance(entry, Revocation):
+            return  # a control command: simq.remote's
         if number == self._seen + 1:
             self._seen = number
         self._learn(entry)

@@ -11,7 +11,7 @@ receiver connected a signal costs one check.
 Order, for one task: ``before_task_publish``, ``after_task_publish`` (sender
 side); ``task_received``, ``task_prerun``, then ``task_success`` /
 ``task_failure`` / ``task_retry``, then ``task_postrun`` (worker side);
-``task_revoked`` for an expired task, ``task_rejected`` / ``task_unknown`` for
+``task_revoked`` for an expired, revoked or terminated task, ``task_rejected`` / ``task_unknown`` for
 a refused message. Worker: ``worker_init`` (the worker process starts),
 ``worker_process_init`` (each ``processes`` pool child), ``worker_ready``
 (consuming), ``worker_shutdown`` (stopped).
@@ -239,7 +239,7 @@ class SignalHook(WorkerHook):
 #: The task moments that fire exactly one signal, and that signal: each is left out while its signal has no receiver.
 _FIRED_AT: dict[str, Signal] = {
     "on_received": task_received,
-    "on_expired": task_revoked,
+    "on_revoked": task_revoked,
     "before_run": task_prerun,
     "on_success": task_success,
     "on_failure": task_failure,

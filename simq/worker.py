@@ -24,12 +24,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from simq import protocol
-from simq.clock import to_timestamp
+from simq.clock import VirtualClock, to_timestamp
 from simq.exceptions import ConfigurationError, MessageRejected
 from simq.executor import Executor, Outcome
 from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
 from simq.ratelimit import RateLimits
+from simq.remote import Remote
 from simq.request import Request, WorkerStats
 from simq.revoke import Revocations
 from simq.settling import Settling
@@ -71,6 +72,9 @@ class Worker(Settling):
     executor: Executor = attrs.field(init=False)
     #: The task ids this worker knows are revoked (simq.revoke).
     revocations: Revocations = attrs.field(init=False)
+    #: This worker's end of remote control (simq.remote).
+    remote: Remote = attrs.field(init=False)
+    _shutdown_asked: bool = attrs.field(default=False, init=False)
     _ready: deque[Request] = attrs.field(factory=deque, init=False)
     # Held eta messages by hold sequence number: the delivery and its decoded message
     # in two dicts, with no Request object until it is due (one object fewer for the
@@ -118,6 +122,11 @@ class Worker(Settling):
         if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
             raise ConfigurationError(f"worker_revoke_poll_interval must be seconds > 0, got {interval!r}")
         self.revocations = Revocations(self.backend, self.clock, float(interval), on_terminate=self._terminate)
+        interval = self.app.conf.worker_control_poll_interval
+        if isinstance(interval, bool) or not isinstance(interval, int | float) or not interval > 0:
+            raise ConfigurationError(f"worker_control_poll_interval must be seconds > 0, got {interval!r}")
+        # One thread runs a simulation (and eager mode): a command heard there runs at once.
+        self.remote = Remote(self, float(interval), immediate=isinstance(self.clock, VirtualClock))
 
     def add_hook(self, hook: WorkerHook) -> None:
         """Add a hook after the ones given (the simulator adds fault injection this way)."""
@@ -162,6 +171,7 @@ class Worker(Settling):
             self.add_queue(name)
         self._prefetch_applied = self.prefetch
         self.revocations.start()
+        self.remote.start()
         self._started = True
         for hook in self._hooks.worker_start:
             hook(self)
@@ -169,9 +179,9 @@ class Worker(Settling):
 
     def add_queue(self, name: str) -> None:
         """Start consuming one more queue (declaring it first)."""
-        if name in self._consuming:
+        queue = self.app.router.queue(name)  # a new queue may make a simulation add it here already
+        if queue.name in self._consuming:
             return
-        queue = self.app.router.queue(name)
         self.transport.declare_queue(queue)
         self.transport.consume(
             queue.name, prefetch=self._prefetch_applied or self.prefetch, tag=f"{self.hostname}:{queue.name}"
@@ -193,6 +203,7 @@ class Worker(Settling):
             self.transport.reject(delivery, requeue=True, reason="worker shutdown")
         self.transport.close()
         self.revocations.stop()
+        self.remote.stop()
         for hook in self._hooks.worker_stop:
             hook(self)
 
@@ -211,6 +222,7 @@ class Worker(Settling):
         self._stopping = True
         self._crashed = True
         self.revocations.stop()
+        self.remote.stop()
         self._drop_held()
         self._ready.clear()
         self.transport.close()
@@ -448,10 +460,11 @@ class Worker(Settling):
         """The production loop: receive, fire due timers, hand due requests to the pool, acknowledge."""
         self.start()
         clock = self.clock
-        revocations = self.revocations
-        while not self._stopping and not (until is not None and until()):
+        revocations, remote = self.revocations, self.remote
+        while not self._stopping and not self._shutdown_asked and not (until is not None and until()):
             clock.run_due()
             revocations.poll_if_due()
+            remote.poll_if_due()
             self._drain_completions()
             while self._ready and not self._stopping and self._has_slot():
                 request = self._ready.popleft()
@@ -465,6 +478,42 @@ class Worker(Settling):
                 self.executor.confirm_writes()  # solo, going idle: what the inline tasks wrote is stored now
             self.poll(timeout)
         self.stop()
+
+    # -- what remote control reads and does (simq.remote) -----------------------------------
+    def reserved_requests(self) -> list[Request]:
+        """Received and due, not started: waiting for a pool slot or for their rate limit."""
+        tasks = self.app.tasks
+        rate_held = [
+            Request(self._held_messages[seq], self._held[seq], tasks[name], self.hostname)
+            for seq, name in self._rates.held.items()
+            if seq in self._held
+        ]
+        return [*self._ready, *rate_held]
+
+    def scheduled_requests(self) -> list[tuple[float, Request]]:
+        """The requests held for their eta, soonest first."""
+        tasks, rate_held = self.app.tasks, self._rates.held
+        return [
+            (
+                eta,
+                Request(self._held_messages[seq], self._held[seq], tasks[self._held_messages[seq].task], self.hostname),
+            )
+            for eta, seq in sorted(self._eta_heap)
+            if seq in self._held and seq not in rate_held
+        ]
+
+    def cancel_queue(self, name: str) -> None:
+        """Stop consuming ``name`` (what it already delivered is still run)."""
+        if name not in self._consuming:
+            raise KeyError(f"{self.hostname} does not consume {name!r}; it consumes {', '.join(self._consuming)}")
+        self.transport.cancel(f"{self.hostname}:{name}")
+        self._consuming.remove(name)
+
+    def request_shutdown(self) -> None:
+        """Warm shutdown, asked from outside: the loop ends and stops the worker (a simulation stops it now)."""
+        self._shutdown_asked = True
+        if self.remote.immediate:
+            self.stop()
 
     def _has_slot(self) -> bool:
         pool = self.pool

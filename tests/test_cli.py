@@ -40,12 +40,28 @@ def test_cli_help_lists_commands(capsys):
         assert command in out
 
 
-def test_cli_control_revoke_writes_the_revocation_log(tmp_path, monkeypatch, capsys):
+def test_cli_control_revoke_refuses_when_no_worker_could_hear_it(tmp_path, monkeypatch, capsys):
     import sys
 
+    (tmp_path / "cliapp_memory.py").write_text("from simq import App\napp = App('cli')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        assert main(["control", "revoke", "id-1", "-A", "cliapp_memory:app"]) == 2
+        assert "cannot reach any worker" in capsys.readouterr().err
+    finally:
+        sys.modules.pop("cliapp_memory", None)
+
+
+def test_cli_control_revoke_writes_the_revocation_log(tmp_path, monkeypatch, capsys):
+    import sys
+    import uuid
+
+    from conformance.harness import delete_app_data, require, result_url, with_namespace
     from simq.revoke import Revocation, entry_key
 
-    (tmp_path / "cliapp_revoke.py").write_text("from simq import App\napp = App('cli')\n")
+    require("redis")
+    url = with_namespace(result_url("redis"), f"cli{uuid.uuid4().hex[:10]}")
+    (tmp_path / "cliapp_revoke.py").write_text(f"from simq import App\napp = App('cli', backend={url!r})\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         assert main(["control", "revoke", "id-1", "id-2", "-A", "cliapp_revoke:app", "--terminate"]) == 0
@@ -54,5 +70,6 @@ def test_cli_control_revoke_writes_the_revocation_log(tmp_path, monkeypatch, cap
         assert "revoked 2 task id(s) (terminate)" in capsys.readouterr().out
         assert main(["control", "revoke", "id-3", "-A", "cliapp_revoke:app", "--signal", "NOPE"]) == 2
         assert "must name a signal" in capsys.readouterr().err
+        delete_app_data(app)
     finally:
         sys.modules.pop("cliapp_revoke", None)

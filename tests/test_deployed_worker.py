@@ -458,6 +458,50 @@ class TestRevoke:
         assert "revoked: terminated while running" in deployed.log()
 
 
+class TestRemoteControl:
+    def test_inspect_and_control_reach_a_deployed_worker(self, deployed, pool):
+        proc = deployed.worker(*_pool_args(pool), "-n", "ops@test")
+        deployed.wait_log("ready")
+        control = deployed.app.control
+        assert control.ping(timeout=3) == [{"ops@test": {"ok": "pong"}}]
+        running = deployed.app.send_task("steps", (30,))
+        deployed.wait_side("started", 1)
+        active = control.inspect(timeout=3).active()
+        assert [task["id"] for task in active["ops@test"]] == [running.id]
+        stats = control.inspect(timeout=3).stats()["ops@test"]
+        assert stats["pool"]["max-concurrency"] == 4
+        running.revoke(terminate=True)
+        assert control.shutdown(reply=True, timeout=3) == [{"ops@test": {"ok": "shutting down"}}]
+        assert proc.wait(timeout=30) == 0
+        assert "remote control: shutdown" in deployed.log()
+
+    def test_the_command_line_asks_and_acts(self, deployed):
+        deployed.worker("-c", "2", "-n", "cli@test")
+        deployed.wait_log("ready")
+
+        def simq(*args):
+            return subprocess.run(
+                [sys.executable, "-m", "simq.cli", *args, "-A", f"{deployed.name}:app"],
+                cwd=deployed.path,
+                env=deployed.env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        status = simq("status", "-t", "3")
+        assert status.returncode == 0 and "cli@test: OK" in status.stdout
+        call = simq("call", "add", "--args", "[2, 3]")
+        task_id = call.stdout.strip()
+        assert deployed.app.AsyncResult(task_id).get(timeout=30) == 5
+        assert '"result": 5' in simq("result", task_id).stdout
+        registered = simq("inspect", "registered", "-t", "3")
+        assert '"add"' in registered.stdout
+        assert simq("control", "shutdown", "-t", "3").returncode == 0
+        gone = simq("inspect", "ping", "-t", "1")
+        assert gone.returncode == 1 and "no worker replied" in gone.stderr
+
+
 class TestSignalsTellTheTruth:
     def test_a_second_signal_names_the_early_acked_task_it_loses(self, deployed, pool):
         proc = deployed.worker(*_pool_args(pool))

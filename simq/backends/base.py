@@ -91,8 +91,8 @@ class Backend:
     signer: Signer | None = None
     """Signs every record and verifies it before decoding, when the app has a ``security_key``."""
     on_change: list[Callable[[str, ResultMeta], None]] = attrs.field(factory=list, init=False)
-    #: Workers of this process that hear each revocation at once (simq.revoke), besides reading the log.
-    revoke_listeners: list[Callable[[int, Any], None]] = attrs.field(factory=list, init=False)
+    #: Workers of this process that hear each revocation and control command at once (simq.revoke, simq.remote).
+    listeners: list[Callable[[int, Any], None]] = attrs.field(factory=list, init=False)
     _guards: threading.local = attrs.field(factory=threading.local, init=False, repr=False)
 
     @property

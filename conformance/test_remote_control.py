@@ -1,0 +1,60 @@
+"""Remote control (``app.control``, ``app.control.inspect()``) on every backend.
+
+Every worker of the app answers; in a simulation at once, elsewhere within
+the gathering timeout (workers read the control log every
+``worker_control_poll_interval``).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.simq_not_eager("eager mode has no workers to ask")
+
+TIMEOUT = 3.0
+
+
+def test_every_worker_answers_a_ping_and_says_what_it_runs(backend):
+    app = backend.app()
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    assert add.delay(1, 2).get(timeout=30) == 3  # the workers are up
+    replies = app.control.ping(timeout=TIMEOUT)
+    assert replies and all(reply == {"ok": "pong"} for r in replies for reply in r.values())
+    registered = app.control.inspect(timeout=TIMEOUT).registered()
+    assert registered and all(add.name in names for names in registered.values())
+    assert set(registered) == {hostname for r in replies for hostname in r}
+
+
+def test_inspect_scheduled_shows_a_task_held_for_its_eta(backend):
+    app = backend.app()
+
+    @app.task
+    def later():
+        return "done"
+
+    r = later.apply_async(countdown=8)
+    backend.wait_until(lambda: bool(_scheduled_ids(app)), timeout=30)
+    assert _scheduled_ids(app) == [r.id]
+    assert r.get(timeout=60) == "done"
+
+
+def _scheduled_ids(app):
+    scheduled = app.control.inspect(timeout=TIMEOUT).scheduled() or {}
+    return [entry["request"]["id"] for entries in scheduled.values() for entry in entries]
+
+
+def test_rate_limit_reaches_the_workers(backend):
+    app = backend.app()
+
+    @app.task(rate_limit="1/h")
+    def slow():
+        return "ran"
+
+    assert slow.delay().get(timeout=30) == "ran"  # the first token; the next would wait an hour
+    replies = app.control.rate_limit(slow.name, "100/s", reply=True, timeout=TIMEOUT)
+    assert replies and all("ok" in reply for r in replies for reply in r.values())
+    assert slow.delay().get(timeout=30) == "ran"
