@@ -26,7 +26,8 @@ def test_every_worker_answers_a_ping_and_says_what_it_runs(backend):
     assert replies and all(reply == {"ok": "pong"} for r in replies for reply in r.values())
     registered = app.control.inspect(timeout=TIMEOUT).registered()
     assert registered and all(add.name in names for names in registered.values())
-    assert set(registered) == {hostname for r in replies for hostname in r}
+    # a worker that started after the ping was sent does not answer it (commands are not replayed)
+    assert {hostname for r in replies for hostname in r} <= set(registered)
 
 
 def test_inspect_scheduled_shows_a_task_held_for_its_eta(backend):
