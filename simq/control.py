@@ -6,8 +6,8 @@ simulation every worker hears one at once, in production within
 ``worker_control_poll_interval`` (commands) or ``worker_revoke_poll_interval``
 (revocations). With ``result_backend = "memory://"`` outside a simulation no
 other process could hear anything: that is refused with the reason, never
-silently dropped. Not here: ``time_limit``, ``pool_grow`` and
-``pool_shrink`` (asking for them raises ``AttributeError``).
+silently dropped. Not here: ``pool_grow`` and ``pool_shrink`` (asking for
+them raises ``AttributeError``).
 """
 
 from __future__ import annotations
@@ -150,6 +150,24 @@ class Control:
         parse_rate(rate_limit)  # refused here, naming the value, rather than by every worker
         return self.broadcast(
             "rate_limit", {"task_name": task_name, "rate_limit": rate_limit}, destination, reply, timeout
+        )
+
+    def time_limit(
+        self,
+        task_name: str,
+        soft: float | None = None,
+        hard: float | None = None,
+        destination: Any = None,
+        reply: bool = False,
+        timeout: float = 1.0,
+    ) -> list[dict[str, Any]]:
+        """Change ``task_name``'s ``soft_time_limit`` and ``time_limit`` on the workers (None: no limit)."""
+        from simq.limits import check_limit
+
+        check_limit(soft, "soft")
+        check_limit(hard, "hard")
+        return self.broadcast(
+            "time_limit", {"task_name": task_name, "soft": soft, "hard": hard}, destination, reply, timeout
         )
 
     def add_consumer(

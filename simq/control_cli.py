@@ -49,11 +49,16 @@ def _control(app: Any, args: argparse.Namespace) -> int:
         control.revoke(args.arguments, terminate=args.terminate, signal=args.signal)
         print(f"revoked {len(args.arguments)} task id(s){' (terminate)' if args.terminate else ''}")
         return 0
-    wanted = {"rate_limit": 2, "add_consumer": 1, "cancel_consumer": 1, "shutdown": 0, "ping": 0}[args.what]
+    wanted = {"rate_limit": 2, "time_limit": 3, "add_consumer": 1, "cancel_consumer": 1, "shutdown": 0, "ping": 0}[
+        args.what
+    ]
     if len(args.arguments) != wanted:
         raise ValueError(f"simq control {args.what} takes {wanted} argument(s), got {len(args.arguments)}")
     names = {"rate_limit": ("task_name", "rate_limit"), "add_consumer": ("queue",), "cancel_consumer": ("queue",)}
-    arguments = dict(zip(names.get(args.what, ()), args.arguments, strict=True))
+    arguments: dict[str, Any] = dict(zip(names.get(args.what, ()), args.arguments, strict=True))
+    if args.what == "time_limit":  # TASK SOFT HARD, seconds; 0 or none for no limit
+        soft, hard = (None if v.lower() in ("0", "none") else float(v) for v in args.arguments[1:])
+        arguments = {"task_name": args.arguments[0], "soft": soft, "hard": hard}
     replies = control.broadcast(args.what, arguments, args.destination, reply=True, timeout=args.timeout)
     if not replies:
         print("no worker replied", file=sys.stderr)

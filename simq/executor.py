@@ -205,7 +205,11 @@ class Executor:
         requests = task._stack()  # what self.request reads, in this thread
         requests.append(request)  # its Context is built only if the task reads self.request
         app = self.app
-        limits = self.time_limits(request)
+        limits = request.limits  # set by a processes pool's parent (TimeLimits() for none)
+        if limits is None:
+            limits = self.time_limits(request)
+        elif limits.soft is None and limits.hard is None:
+            limits = None
         previous = app.enter_task(request)
         timed = log.isEnabledFor(logging.INFO)  # the runtime is only read by the log line
         began = self.clock.now if timed else 0.0

@@ -34,7 +34,7 @@ import attrs
 
 from simq.exceptions import ConfigurationError
 from simq.executor import Executor, Outcome
-from simq.limits import limits_for, raise_in_thread
+from simq.limits import TimeLimits, limits_for, raise_in_thread
 from simq.revoke import Terminated
 
 if TYPE_CHECKING:
@@ -313,15 +313,16 @@ class ProcessPool(Pool):
     def _serve(self, index: int) -> None:
         while (job := self._jobs.get()) is not None:
             kind, payload, report, requests = job
+            hard = None
+            wire: Any
             if kind == "task":
-                wire: Any = ("task", payload.portable())
+                # worked out here, with this process's task options (app.control.time_limit changes them)
+                limits = limits_for(payload, payload.task.app.conf) or TimeLimits()
+                hard = limits.hard
+                wire = ("task", (*payload.portable(), limits.soft, limits.hard))
             else:
                 task, batch = payload
                 wire = ("batch", (task.name, [r.portable() for r in batch]))
-            hard = None
-            if kind == "task":
-                limits = limits_for(payload, payload.task.app.conf)
-                hard = limits.hard if limits is not None else None
             self._slots.begin(index, requests)
             try:
                 outcome = self._run(index, wire, hard)
@@ -464,8 +465,9 @@ def child_main(conn: Connection, spec: ChildSpec) -> None:
         try:
             _in_task = True
             if kind == "task":
-                name, message, delivery, hostname = payload
-                outcome = executor.run_task(Request(message, delivery, app.tasks[name], hostname))
+                name, message, delivery, hostname, soft, hard = payload
+                request = Request(message, delivery, app.tasks[name], hostname, limits=TimeLimits(soft, hard))
+                outcome = executor.run_task(request)
             else:
                 name, items = payload
                 task = app.tasks[name]

@@ -175,6 +175,15 @@ def _rate_limit(worker: Worker, task_name: str, rate_limit: Any) -> Any:
     return {"ok": f"rate limit of {task_name} set to {rate_limit!r}"}
 
 
+def _time_limit(worker: Worker, task_name: str, soft: Any = None, hard: Any = None) -> Any:
+    from simq.limits import check_limit
+
+    task = type(worker.app.tasks[task_name])  # this process's task: its next runs use the new limits
+    task.soft_time_limit = check_limit(soft, "soft")
+    task.time_limit = check_limit(hard, "hard")
+    return {"ok": f"time limits of {task_name} set to soft={soft!r} hard={hard!r}"}
+
+
 def _add_consumer(worker: Worker, queue: str) -> Any:
     worker.add_queue(queue)
     return {"ok": f"consuming from {queue}"}
@@ -202,6 +211,7 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "active_queues": _active_queues,
     "conf": _conf,
     "rate_limit": _rate_limit,
+    "time_limit": _time_limit,
     "add_consumer": _add_consumer,
     "cancel_consumer": _cancel_consumer,
     "shutdown": _shutdown,

@@ -21,6 +21,8 @@ class Request:
     task: Task
     hostname: str
     acked: bool = False
+    #: The time limits a processes pool's parent worked out for it (its child uses them, not its own).
+    limits: Any = None
 
     @property
     def id(self) -> str:

@@ -471,6 +471,13 @@ class TestRemoteControl:
         stats = control.inspect(timeout=3).stats()["ops@test"]
         assert stats["pool"]["max-concurrency"] == 4
         running.revoke(terminate=True)
+        from simq.exceptions import TimeLimitExceeded
+
+        assert "ok" in control.time_limit("steps", hard=1, reply=True, timeout=3)[0]["ops@test"]
+        started = time.monotonic()
+        with pytest.raises(TimeLimitExceeded):
+            deployed.app.send_task("steps", (30,)).get(timeout=30)
+        assert time.monotonic() - started < 15
         assert control.shutdown(reply=True, timeout=3) == [{"ops@test": {"ok": "shutting down"}}]
         assert proc.wait(timeout=30) == 0
         assert "remote control: shutdown" in deployed.log()

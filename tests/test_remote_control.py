@@ -107,3 +107,29 @@ def test_what_cannot_work_is_refused(app):
         app.control.ping()  # memory:// results and no worker in this process
     with pytest.raises(AttributeError):
         app.control.pool_grow
+
+
+def test_time_limit_changes_a_tasks_limits_on_the_workers(app):
+    import time
+
+    from simq.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+
+    @app.task
+    def crawl():
+        try:
+            time.sleep(100)
+        except SoftTimeLimitExceeded:
+            time.sleep(100)
+
+    with app.simulate() as sim:
+        (reply,) = app.control.time_limit(crawl.name, soft=2, hard=5, reply=True)
+        assert "ok" in reply["worker-1"]
+        start = sim.clock.now
+        r = crawl.delay()
+        with pytest.raises(TimeLimitExceeded):
+            r.get()
+        assert sim.clock.now - start == pytest.approx(5)
+        (reply,) = app.control.time_limit("no.such.task", hard=1, reply=True)
+        assert "error" in reply["worker-1"]
+        with pytest.raises(ConfigurationError, match="hard"):
+            app.control.time_limit(crawl.name, hard="later")
