@@ -283,9 +283,6 @@ _REAL_TIME_MODULES = ("hypothesis.", "threading", "queue")
 class TimePatch:
     """Makes ``time.time()`` and ``datetime.now()`` follow a ``VirtualClock``.
 
-    In a simulation (not eager mode) ``time.sleep`` also goes through
-    :func:`simq.limits.virtual_sleep`: inside a task it spends virtual time.
-
     freezegun is started once (it scans every loaded module, which costs
     milliseconds) and then moved along with the clock, which is cheap.
     """
@@ -307,10 +304,6 @@ class TimePatch:
             self._frozen, "time_to_freeze"
         )
         self.clock.on_move.append(self._move)
-        if not self.tick:  # a simulation, not eager mode: a task's time.sleep() spends virtual time
-            from simq.limits import patch_sleep
-
-            patch_sleep()
 
     def _move(self, when: float) -> None:
         frozen = self._frozen
@@ -327,10 +320,6 @@ class TimePatch:
         if self._frozen is None:
             return
         self.clock.on_move.remove(self._move)
-        if not self.tick:
-            from simq.limits import unpatch_sleep
-
-            unpatch_sleep()
         self._freezer.stop()
         self._frozen = None
         self._freezer = None

@@ -91,3 +91,29 @@ def test_fuzz_bad_inputs_counts():
     assert tried == 200
     assert crashes == 0
     assert 150 < rejected <= 200  # a few mutations leave a runnable call
+
+
+@pytest.mark.parametrize("workload", ["revoke", "time_limit"])
+def test_the_revoke_and_time_limit_workloads_hold_under_faults(workload):
+    plan = FaultPlan(rate=0.2)
+    outcomes = [run_case(seed, plan, workload) for seed in range(20)]
+    assert all(o.ok for o in outcomes), [o.report() for o in outcomes if not o.ok][:1]
+    assert sum(o.faults_injected for o in outcomes) > 0
+
+
+def test_the_checker_catches_a_revoked_task_that_runs(monkeypatch):
+    from simq.revoke import Revocations
+
+    monkeypatch.setattr(Revocations, "__contains__", lambda self, task_id: False)  # revocations ignored
+    outcome = run_case(0, FaultPlan(), "revoke")
+    assert not outcome.ok
+    assert len(outcome.ran_revoked) == 4
+
+
+def test_the_checker_catches_a_time_limit_that_does_not_hold(monkeypatch):
+    from simq.executor import Executor
+
+    monkeypatch.setattr(Executor, "time_limits", lambda self, request: None)  # limits ignored
+    outcome = run_case(0, FaultPlan(), "time_limit")
+    assert not outcome.ok
+    assert len(outcome.unexplained) == 2  # the two that must end FAILURE succeeded

@@ -35,6 +35,7 @@ class Outcome:
     permitted: tuple[str, ...]
     faults: tuple[tuple[str, int], ...]
     digest: str
+    ran_revoked: tuple[str, ...] = ()  # revoked before they were due, yet run: never permitted
     trace: str = attrs.field(default="", repr=False)
     fault_lines: tuple[str, ...] = attrs.field(default=(), repr=False)
 
@@ -42,7 +43,7 @@ class Outcome:
     def unexplained(self) -> tuple[str, ...]:
         """Lost tasks the trace does not account for: must be empty."""
         allowed = set(self.permitted)
-        return tuple(task_id for task_id in self.lost if task_id not in allowed)
+        return tuple(task_id for task_id in self.lost if task_id not in allowed) + self.ran_revoked
 
     @property
     def ok(self) -> bool:
@@ -102,11 +103,14 @@ def run_case(
 
     send = chosen.setup(app, record)
     with app.simulate(seed=seed, workers=workers, faults=plan, patch_time=False) as sim:
-        send()
+        expected = send() or {}
         sim.run_until_idle()
         trace = sim.trace
         accepted = list(dict.fromkeys(e.task_id for e in trace if e.kind == "sent"))
-        lost = tuple(t for t in accepted if sim.backend.get_meta(t).state != states.SUCCESS)
+        # lost: not in the state it must end in (SUCCESS, unless the workload says otherwise)
+        lost = tuple(t for t in accepted if sim.backend.get_meta(t).state != expected.get(t, states.SUCCESS))
+        ran = {task_id for task_id, _ in runs}
+        ran_revoked = tuple(t for t, state in expected.items() if state == states.REVOKED and t in ran)
         log = sim.fault_log
         permitted = {f.task_id for f in log if f.kind in CRASHES and f.acked and f.point in ("run", "ran")}
         for f in log:
@@ -124,6 +128,7 @@ def run_case(
         duplicated=sum(1 for count in runs.values() if count > 1),
         lost=lost,
         permitted=tuple(t for t in accepted if t in permitted),
+        ran_revoked=ran_revoked,
         faults=tuple(sorted(kinds.items())),
         digest=digest,
         trace=text,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -13,18 +13,25 @@ if TYPE_CHECKING:
 __all__ = ["WORKLOADS", "Record", "Workload"]
 
 Record = Callable[[Any], None]
+#: What a workload's ``send`` may return: the final state of each task that must not end SUCCESS.
+Expected = Mapping[str, str] | None
 
 
 @attrs.frozen
 class Workload:
-    """A small program: ``setup(app, record)`` registers tasks (each calls ``record(self.request)``) and returns ``send``."""
+    """A small program: ``setup(app, record)`` registers tasks (each calls ``record(self.request)``) and returns ``send``.
+
+    ``send()`` sends; it returns the tasks whose final state must be other
+    than SUCCESS (REVOKED, FAILURE), or None when every task must succeed.
+    A task expected REVOKED must also never run.
+    """
 
     name: str
     description: str
-    setup: Callable[[App, Record], Callable[[], None]]
+    setup: Callable[[App, Record], Callable[[], Expected]]
 
 
-def _add(app: App, record: Record) -> Callable[[], None]:
+def _add(app: App, record: Record) -> Callable[[], Expected]:
     @app.task(bind=True, name="campaign.add")
     def add(self: Any, x: int, y: int) -> int:
         record(self.request)
@@ -37,7 +44,7 @@ def _add(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
-def _countdown(app: App, record: Record) -> Callable[[], None]:
+def _countdown(app: App, record: Record) -> Callable[[], Expected]:
     @app.task(bind=True, name="campaign.later")
     def later(self: Any, n: int) -> int:
         record(self.request)
@@ -50,7 +57,7 @@ def _countdown(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
-def _retry(app: App, record: Record) -> Callable[[], None]:
+def _retry(app: App, record: Record) -> Callable[[], Expected]:
     @app.task(bind=True, name="campaign.flaky", max_retries=5)
     def flaky(self: Any, n: int) -> int:
         record(self.request)
@@ -65,7 +72,7 @@ def _retry(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
-def _link(app: App, record: Record) -> Callable[[], None]:
+def _link(app: App, record: Record) -> Callable[[], Expected]:
     @app.task(bind=True, name="campaign.add")
     def add(self: Any, x: int, y: int) -> int:
         record(self.request)
@@ -83,7 +90,7 @@ def _link(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
-def _routed(app: App, record: Record) -> Callable[[], None]:
+def _routed(app: App, record: Record) -> Callable[[], Expected]:
     from simq.routing import Exchange, Queue
 
     media = Exchange("media", "topic")
@@ -102,7 +109,7 @@ def _routed(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
-def _transient(app: App, record: Record) -> Callable[[], None]:
+def _transient(app: App, record: Record) -> Callable[[], Expected]:
     from simq.routing import Queue
 
     app.conf.task_queues = [Queue("celery"), Queue("scratch", durable=False)]
@@ -119,7 +126,7 @@ def _transient(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
-def _chord(app: App, record: Record) -> Callable[[], None]:
+def _chord(app: App, record: Record) -> Callable[[], Expected]:
     from simq.canvas import chord
 
     @app.task(bind=True, name="campaign.square")
@@ -139,7 +146,7 @@ def _chord(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
-def _batch(app: App, record: Record) -> Callable[[], None]:
+def _batch(app: App, record: Record) -> Callable[[], Expected]:
     from simq.batches import Batches
 
     app.conf.worker_prefetch_multiplier = 0  # a batch needs its whole flush_every prefetched
@@ -157,6 +164,49 @@ def _batch(app: App, record: Record) -> Callable[[], None]:
     return send
 
 
+def _revoke(app: App, record: Record) -> Callable[[], Expected]:
+    @app.task(bind=True, name="campaign.reminder")
+    def reminder(self: Any, n: int) -> int:
+        record(self.request)
+        return n
+
+    def send() -> Expected:
+        results = [reminder.apply_async((i,), countdown=5 * (i + 1)) for i in range(8)]
+        revoked = results[::2]
+        app.control.revoke([r.id for r in revoked[:2]])
+        for r in revoked[2:]:
+            r.revoke()
+        return {r.id: "REVOKED" for r in revoked}
+
+    return send
+
+
+def _time_limit(app: App, record: Record) -> Callable[[], Expected]:
+    import time
+
+    from simq.exceptions import SoftTimeLimitExceeded
+
+    @app.task(bind=True, name="campaign.crawl", soft_time_limit=4, time_limit=10)
+    def crawl(self: Any, seconds: float) -> str:
+        record(self.request)
+        try:
+            time.sleep(seconds)  # noqa: TID251 - a user's task sleeping: virtual time in the simulation
+            return "done"
+        except SoftTimeLimitExceeded:
+            time.sleep(seconds)  # noqa: TID251 - past the hard limit when 4 + seconds >= 10
+            return "cleaned up"
+
+    def send() -> Expected:
+        expected = {}
+        for seconds in (1, 3, 5, 7, 20, 0.5):
+            r = crawl.delay(seconds)
+            if seconds >= 4 and 4 + seconds >= 10:
+                expected[r.id] = "FAILURE"
+        return expected
+
+    return send
+
+
 WORKLOADS: dict[str, Workload] = {
     w.name: w
     for w in (
@@ -168,5 +218,7 @@ WORKLOADS: dict[str, Workload] = {
         Workload("transient", "half the calls on a non-durable queue, half with countdowns", _transient),
         Workload("chord", "two chords (1 and 4 header tasks) into a summing body", _chord),
         Workload("batch", "ten calls to a Batches task (flush_every=4, flush_interval=10)", _batch),
+        Workload("revoke", "eight calls with countdowns, every other one revoked before it is due", _revoke),
+        Workload("time_limit", "six tasks sleeping past soft_time_limit=4 and time_limit=10, or not", _time_limit),
     )
 }

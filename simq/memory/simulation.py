@@ -21,6 +21,7 @@ from simq.clock import DEFAULT_START, EagerClock, TimePatch, VirtualClock, WallC
 from simq.exceptions import SimqError, SimulationIdle
 from simq.exceptions import TimeoutError as SimqTimeout
 from simq.hooks import WorkerHook
+from simq.limits import patch_sleep, unpatch_sleep
 from simq.memory.broker import MemoryBroker, MemoryTransport
 from simq.memory.faults import Fault, FaultHook, FaultInjector, FaultPlan, WorkerCrashed
 from simq.worker import Worker
@@ -131,12 +132,16 @@ class Simulation:
             raise
         if self.patch_time:
             self._time_patch.start()
+        if not self.eager:  # a task's time.sleep() spends virtual time (simq.limits), patch_time or not
+            patch_sleep()
         return self
 
     def __exit__(self, *exc: object) -> None:
         try:
             self.shutdown()
         finally:
+            if not self.eager:
+                unpatch_sleep()
             self._time_patch.stop()
             self.app.pop_runtime(self)
 
