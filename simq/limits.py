@@ -152,16 +152,31 @@ def leave_virtual(previous: _VirtualRun | None) -> None:
     _virtual.run = previous
 
 
-def virtual_sleep(seconds: float) -> None:
-    """``time.sleep`` while a simulation patches the time: virtual inside a simulated task, real elsewhere."""
-    run: _VirtualRun | None = getattr(_virtual, "run", None)
-    if run is None:
-        _REAL_SLEEP(seconds)
-        return
+def _check_seconds(seconds: Any) -> None:
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise TypeError(f"sleep() takes a number of seconds, got {type(seconds).__name__}")
     if seconds < 0:
         raise ValueError("sleep length must be non-negative")
+
+
+def virtual_sleep(seconds: float) -> None:
+    """``time.sleep`` while a simulation runs (see :func:`patch_sleep`).
+
+    Inside a simulated task: the clock jumps, within the task's limits. In the
+    thread that entered the simulation, outside any task (a test's own polling
+    loop): the simulation runs that much virtual time forward, so what the
+    loop waits for happens. Any other thread: the real sleep.
+    """
+    run: _VirtualRun | None = getattr(_virtual, "run", None)
+    if run is None:
+        driver = _drivers[-1] if _drivers else None
+        if driver is None or driver[0] != threading.get_ident():
+            _REAL_SLEEP(seconds)
+            return
+        _check_seconds(seconds)
+        driver[1](seconds)
+        return
+    _check_seconds(seconds)
     clock = run.clock
     target = clock.now + seconds
     if run.soft is not None and target >= run.soft:
@@ -174,28 +189,34 @@ def virtual_sleep(seconds: float) -> None:
     clock.jump_to(target)
 
 
-_patches = 0
+# The simulations that patched ``time.sleep``, innermost last: (the thread that entered it, its advance).
+_drivers: list[tuple[int, Callable[[float], Any]]] = []
 _patch_lock = threading.Lock()
 _unpatched: Callable[[float], None] = time.sleep
 
 
-def patch_sleep() -> None:
-    """Route ``time.sleep`` through :func:`virtual_sleep` (counted: nested simulations nest)."""
-    global _patches, _unpatched
+def patch_sleep(advance: Callable[[float], Any]) -> None:
+    """Route ``time.sleep`` through :func:`virtual_sleep` while a simulation runs (nested ones nest).
+
+    ``advance`` is the simulation's: the calling thread's own ``time.sleep``
+    outside tasks runs it.
+    """
+    global _unpatched
     with _patch_lock:
-        if _patches == 0:
+        if not _drivers:
             _unpatched = time.sleep
-        _patches += 1
+        _drivers.append((threading.get_ident(), advance))
         time.sleep = virtual_sleep  # type: ignore[assignment]
 
 
-def unpatch_sleep() -> None:
-    """Undo one :func:`patch_sleep`; the last one puts back what ``time.sleep`` was."""
-    global _patches
+def unpatch_sleep(advance: Callable[[float], Any]) -> None:
+    """Undo :func:`patch_sleep` for ``advance``; the last one puts back what ``time.sleep`` was."""
     with _patch_lock:
-        _patches -= 1
-        if _patches <= 0:
-            _patches = 0
+        for index in range(len(_drivers) - 1, -1, -1):
+            if _drivers[index][1] == advance:
+                del _drivers[index]
+                break
+        if not _drivers:
             time.sleep = _unpatched  # type: ignore[assignment]
 
 

@@ -58,19 +58,33 @@ def test_timers_due_during_a_sleep_fire_after_it_in_order():
     assert order[1][1] >= order[0][1]  # it was due at +5 but the one worker was busy sleeping
 
 
-def test_sleep_outside_a_task_is_the_real_one_and_the_patch_ends_with_the_simulation(monkeypatch):
+def test_a_tests_own_sleep_drives_the_simulation_other_threads_sleep_for_real(monkeypatch):
     real = []
     monkeypatch.setattr(limits, "_REAL_SLEEP", real.append)
     original = time.sleep
     app = simq.App("outside")
-    with app.simulate():
+
+    @app.task
+    def ping():
+        return "pong"
+
+    with app.simulate() as sim:
         assert time.sleep is limits.virtual_sleep
-        time.sleep(0.5)  # test code, not a task: really sleeps (here: recorded)
+        start = sim.clock.now
+        r = ping.apply_async(countdown=30)
+        deadline = time.monotonic() + 60  # a test's polling loop, as Celery's suite writes them
+        while not r.ready() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert r.result == "pong"
+        assert sim.clock.now - start == pytest.approx(30, abs=0.5)
+        other = threading.Thread(target=time.sleep, args=(0.25,))
+        other.start()
+        other.join()
         with app.simulate():  # nested simulations nest the patch
             pass
         assert time.sleep is limits.virtual_sleep
     assert time.sleep is original
-    assert real == [0.5]
+    assert real == [0.25]  # only the other thread slept for real
 
 
 def test_soft_then_hard_in_virtual_time():

@@ -132,8 +132,8 @@ class Simulation:
             raise
         if self.patch_time:
             self._time_patch.start()
-        if not self.eager:  # a task's time.sleep() spends virtual time (simq.limits), patch_time or not
-            patch_sleep()
+        if not self.eager:  # time.sleep() spends virtual time (simq.limits), patch_time or not
+            patch_sleep(self.advance)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -141,7 +141,7 @@ class Simulation:
             self.shutdown()
         finally:
             if not self.eager:
-                unpatch_sleep()
+                unpatch_sleep(self.advance)
             self._time_patch.stop()
             self.app.pop_runtime(self)
 
