@@ -571,3 +571,28 @@ class TestBadInput:
         app, _, add, *_ = make(backend)
         with pytest.raises(InvalidSignature, match="body"):
             chord([add.s(1, 1)]).apply_async()
+
+
+def test_a_result_set_gathers_results_of_separate_calls(backend):
+    from simq import ResultSet
+
+    app = backend.app()
+
+    @app.task
+    def square(x):
+        return x * x
+
+    @app.task
+    def boom():
+        raise ValueError("boom")
+
+    results = ResultSet([square.delay(i) for i in range(3)])
+    results.add(square.delay(3))
+    assert len(results) == 4
+    assert results.join(timeout=30) == [0, 1, 4, 9]
+    assert results.ready() and results.successful() and results.completed_count() == 4
+    failing = ResultSet([square.delay(5), boom.delay()])
+    with pytest.raises(ValueError, match="boom"):
+        failing.get(timeout=30)
+    assert failing.failed()
+    assert failing.get(timeout=30, propagate=False)[0] == 25

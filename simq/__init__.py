@@ -12,7 +12,7 @@ from simq.exceptions import (
 )
 from simq.hooks import WorkerHook
 from simq.memory.simulation import Simulation
-from simq.result import AsyncResult, GroupResult
+from simq.result import AsyncResult, GroupResult, ResultSet
 from simq.routing import Binding, Exchange, Queue
 from simq.shared import current_app, shared_task
 from simq.task import Task
@@ -32,6 +32,7 @@ __all__ = [
     "GroupResult",
     "NotDelivered",
     "Queue",
+    "ResultSet",
     "Signature",
     "SimqError",
     "Simulation",

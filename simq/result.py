@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from simq import states
@@ -14,7 +14,7 @@ from simq.shared import current_app
 if TYPE_CHECKING:
     from simq.app import App
 
-__all__ = ["AsyncResult", "GroupResult"]
+__all__ = ["AsyncResult", "GroupResult", "ResultSet"]
 
 
 class AsyncResult:
@@ -125,38 +125,38 @@ class AsyncResult:
         return f"<AsyncResult: {self.id}>"
 
 
-class GroupResult:
-    """The results of a group, in the group's order; ``get()`` returns their values in that order.
+class ResultSet:
+    """A set of results worked on together (Celery's name): ``get()`` gives their values in order.
 
-    ``GroupResult.restore(id)`` rebuilds one from the result backend (groups
-    and chord headers are saved there when sent).
+    ``add``, ``discard``, ``update`` and ``clear`` change the members;
+    ``ready``, ``successful``, ``failed``, ``completed_count`` and ``revoke``
+    ask or act on all of them.
     """
 
-    __slots__ = ("app", "id", "parent", "results")
+    __slots__ = ("app", "results")
 
-    def __init__(self, id: str, results: Sequence[Any] = (), app: App | None = None, parent: Any = None) -> None:  # noqa: A002
+    def __init__(self, results: Sequence[Any] = (), app: App | None = None) -> None:
         if app is None:
-            app = current_app()
-        self.id = id
+            app = results[0].app if results else current_app()
         self.results = list(results)
         self.app = app
-        self.parent = parent
 
-    @classmethod
-    def restore(cls, id: str, app: App | None = None) -> GroupResult | None:  # noqa: A002
-        """The group saved under ``id``, or None if the backend has no such group."""
-        if app is None:
-            app = current_app()
-        spec = records.load_group_spec(app, id)
-        if spec is None:
-            return None
-        result = result_from_spec(app, spec)
-        assert isinstance(result, GroupResult)
-        return result
+    def add(self, result: Any) -> None:
+        if result not in self.results:
+            self.results.append(result)
 
-    def save(self) -> GroupResult:
-        records.save_group(self.app, self.id, _spec_of(self))
-        return self
+    def discard(self, result: Any) -> None:
+        if result in self.results:
+            self.results.remove(result)
+
+    remove = discard
+
+    def update(self, results: Iterable[Any]) -> None:
+        for result in results:
+            self.add(result)
+
+    def clear(self) -> None:
+        self.results.clear()
 
     def revoke(
         self, connection: Any = None, terminate: bool = False, signal: str | int = "SIGTERM", **kwargs: Any
@@ -166,9 +166,6 @@ class GroupResult:
 
     def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> list[Any]:
         """Every member's value, in order; raises the first failed member's exception (in order) if ``propagate``."""
-        if not self.results:
-            # an empty group has a record of its own: [] once reached, or the failure that stopped it
-            return AsyncResult(self.id, self.app).get(timeout=timeout, propagate=propagate)  # type: ignore[no-any-return]
         values = [r.get(timeout=timeout, propagate=False) for r in self.results]
         if propagate:
             for r in self.results:
@@ -176,19 +173,17 @@ class GroupResult:
                     r.get(propagate=True)
         return values
 
-    join = get
-    wait = get
+    def join(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> list[Any]:
+        return self.get(timeout=timeout, propagate=propagate, interval=interval)
 
-    @property
-    def children(self) -> list[Any]:
-        return self.results
+    wait = join
 
     def completed_count(self) -> int:
         """How many members finished successfully."""
         return sum(1 for r in self.results if r.successful())
 
     def _members(self) -> list[Any]:
-        return self.results or [AsyncResult(self.id, self.app)]
+        return self.results
 
     def ready(self) -> bool:
         return all(r.ready() for r in self._members())
@@ -216,6 +211,61 @@ class GroupResult:
 
     def __getitem__(self, index: int) -> Any:
         return self.results[index]
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is ResultSet:
+            return other.results == self.results
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return id(self)  # its members change: hashed by identity
+
+    def __repr__(self) -> str:
+        return f"<ResultSet: [{', '.join(r.id for r in self.results)}]>"
+
+
+class GroupResult(ResultSet):
+    """The results of a group, in the group's order; ``get()`` returns their values in that order.
+
+    ``GroupResult.restore(id)`` rebuilds one from the result backend (groups
+    and chord headers are saved there when sent).
+    """
+
+    __slots__ = ("id", "parent")
+
+    def __init__(self, id: str, results: Sequence[Any] = (), app: App | None = None, parent: Any = None) -> None:  # noqa: A002
+        super().__init__(results, app if app is not None else current_app())
+        self.id = id
+        self.parent = parent
+
+    @classmethod
+    def restore(cls, id: str, app: App | None = None) -> GroupResult | None:  # noqa: A002
+        """The group saved under ``id``, or None if the backend has no such group."""
+        if app is None:
+            app = current_app()
+        spec = records.load_group_spec(app, id)
+        if spec is None:
+            return None
+        result = result_from_spec(app, spec)
+        assert isinstance(result, GroupResult)
+        return result
+
+    def save(self) -> GroupResult:
+        records.save_group(self.app, self.id, _spec_of(self))
+        return self
+
+    def get(self, timeout: float | None = None, propagate: bool = True, interval: float = 0.5) -> list[Any]:
+        if not self.results:
+            # an empty group has a record of its own: [] once reached, or the failure that stopped it
+            return AsyncResult(self.id, self.app).get(timeout=timeout, propagate=propagate)  # type: ignore[no-any-return]
+        return super().get(timeout=timeout, propagate=propagate, interval=interval)
+
+    @property
+    def children(self) -> list[Any]:
+        return self.results
+
+    def _members(self) -> list[Any]:
+        return self.results or [AsyncResult(self.id, self.app)]
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, GroupResult):

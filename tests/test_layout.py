@@ -24,6 +24,7 @@ PUBLIC = [
     "GroupResult",
     "NotDelivered",
     "Queue",
+    "ResultSet",
     "Signature",
     "SimqError",
     "Simulation",
