@@ -85,6 +85,8 @@ class Worker(Settling):
     _started: bool = attrs.field(default=False, init=False)
     _stopping: bool = attrs.field(default=False, init=False)
     _crashed: bool = attrs.field(default=False, init=False)
+    #: Past this clock time a stop gives back what has not finished (worker_soft_shutdown_timeout).
+    stop_deadline: float | None = attrs.field(default=None, init=False)
     # A heap of (eta, seq) orders the held messages, with one clock timer armed for the earliest. The
     # heap entries hold only numbers, so the garbage collector stops tracking them:
     # a million held messages cost a million small tuples, not a million timers.
@@ -199,6 +201,9 @@ class Worker(Settling):
     def _finish_received(self) -> None:
         """Run every ready request and wait for every job the pool holds."""
         while self._ready or self._inflight:
+            if self.stop_deadline is not None and self.clock.now >= self.stop_deadline:
+                self.stop_deadline = None
+                self.give_back_unfinished()
             self._drain_completions()
             if self._ready and self._has_slot():
                 request = self._ready.popleft()
