@@ -15,6 +15,12 @@ and the simulator) jobs run inline.
   time; a child that dies mid-job is replaced and its job reported lost. A
   child dies with its parent (Linux ``PR_SET_PDEATHSIG``, and an end-of-file
   on its pipe elsewhere), so a killed ``simq worker`` never leaves children behind.
+  A child is also replaced after ``max_tasks_per_child`` jobs, or when it holds
+  more than ``max_memory_per_child`` KiB after one (``simq.lifecycle``); the
+  child's side is ``simq.pool_child``.
+
+At a soft shutdown deadline :meth:`Pool.abandon` reports each running job
+given back, once (:data:`GIVEN_BACK`), and runs nothing more.
 """
 
 from __future__ import annotations
