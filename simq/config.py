@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from simq.exceptions import ConfigurationError
+from simq.lifecycle import check_settings
 from simq.ratelimit import parse_rate
 
 __all__ = ["DEFAULTS", "Config"]
@@ -45,6 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "worker_control_poll_interval": 0.25,  # seconds between reads of the control log (simq.remote)  # seconds between reads of the revocation log (simq.revoke)
     "task_default_rate_limit": None,  # for tasks without rate_limit= (simq.ratelimit)
     "worker_disable_rate_limits": False,
+    "worker_max_tasks_per_child": None,  # processes pool; simq.lifecycle
+    "worker_max_memory_per_child": None,  # KiB, processes pool
+    "worker_soft_shutdown_timeout": 0.0,  # seconds a warm shutdown waits before giving running tasks back
     "security_key": None,
     "security_digest": "sha256",
     "timezone": "UTC",
@@ -81,5 +85,6 @@ class Config(dict[str, Any]):
                 raise ConfigurationError(f"unknown setting {key!r}{hint}")
         if "task_default_rate_limit" in values:
             parse_rate(values["task_default_rate_limit"], "task_default_rate_limit")
+        check_settings(values)
         super().update(values)
         self._on_change()

@@ -15,12 +15,17 @@ and the simulator) jobs run inline.
   time; a child that dies mid-job is replaced and its job reported lost. A
   child dies with its parent (Linux ``PR_SET_PDEATHSIG``, and an end-of-file
   on its pipe elsewhere), so a killed ``simq worker`` never leaves children behind.
+  A child is also replaced after ``max_tasks_per_child`` jobs, or when it holds
+  more than ``max_memory_per_child`` KiB after one (``simq.lifecycle``); the
+  child's side is ``simq.pool_child``.
+
+At a soft shutdown deadline :meth:`Pool.abandon` reports each running job
+given back, once (:data:`GIVEN_BACK`), and runs nothing more.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import multiprocessing
 import os
@@ -35,6 +40,7 @@ import attrs
 from simq.exceptions import ConfigurationError
 from simq.executor import Executor, Outcome
 from simq.limits import TimeLimits, limits_for, raise_in_thread
+from simq.pool_child import ChildSpec, child_main
 from simq.revoke import Terminated
 
 if TYPE_CHECKING:
@@ -48,7 +54,7 @@ log = logging.getLogger("simq.pools")
 
 Report = Callable[[Outcome], None]
 # A job: ("task", request) or ("batch", (task, requests)), with whom to report to.
-_Job = tuple[str, Any, Report, tuple["Request", ...]]
+_Job = tuple[str, Any, "_Once", tuple["Request", ...]]
 
 
 class Pool:
@@ -76,6 +82,38 @@ class Pool:
     def close(self, wait: bool = True) -> None:
         """Stop taking jobs; with ``wait``, let running ones finish first."""
 
+    def abandon(self) -> None:
+        """A warm shutdown's deadline passed: report every running job as given back, and take no new ones.
+
+        Each running job is reported once, as :data:`GIVEN_BACK` (the worker
+        gives a late-ack message back to the broker); what the slot reports
+        later is dropped; jobs submitted from now on are given back unrun.
+        """
+        raise NotImplementedError
+
+
+#: How a job the pool gave up at a soft shutdown deadline is reported: transient, so a late ack is requeued.
+GIVEN_BACK = Outcome(error="given back to the broker at the soft shutdown deadline", transient=True)
+
+
+@attrs.define(eq=False)
+class _Once:
+    """Reports a job's outcome once: either the slot's own report, or the soft shutdown's :data:`GIVEN_BACK`."""
+
+    report: Report
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    _done: bool = False
+
+    def claim(self) -> bool:
+        """True for the first caller only; that caller must report."""
+        with self._lock:
+            done, self._done = self._done, True
+            return not done
+
+    def __call__(self, outcome: Outcome) -> None:
+        if self.claim():
+            self.report(outcome)
+
 
 @attrs.define(eq=False)
 class _Slots:
@@ -85,6 +123,8 @@ class _Slots:
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
     _busy: int = 0
     _running: dict[int, tuple[Request, ...]] = attrs.field(factory=dict)
+    _reports: dict[int, _Once] = attrs.field(factory=dict)
+    shedding: bool = False  # past a soft shutdown deadline: jobs are given back unrun
 
     def free(self) -> int:
         return self.size - self._busy
@@ -93,18 +133,42 @@ class _Slots:
         with self._lock:
             self._busy += 1
 
-    def begin(self, slot: int, requests: tuple[Request, ...]) -> None:
+    def begin(self, slot: int, requests: tuple[Request, ...], report: _Once) -> bool:
+        """Slot ``slot`` starts ``requests``; False (and it must not run them) past a soft shutdown deadline."""
         with self._lock:
+            if self.shedding:
+                return False
             self._running[slot] = requests
+            self._reports[slot] = report
+            return True
 
-    def end(self, slot: int) -> None:
+    def clear(self, slot: int) -> None:
+        """Slot ``slot`` ended its job (it stays taken until :meth:`release`)."""
         with self._lock:
             self._running.pop(slot, None)
+            self._reports.pop(slot, None)
+
+    def release(self) -> None:
+        with self._lock:
             self._busy -= 1
+
+    def end(self, slot: int) -> None:
+        self.clear(slot)
+        self.release()
+
+    def abandon(self) -> list[tuple[int, _Once]]:
+        """Take no more jobs; the running slots whose report this call claimed."""
+        with self._lock:
+            self.shedding = True
+            return [(slot, once) for slot, once in self._reports.items() if once.claim()]
 
     def active(self) -> list[Request]:
         with self._lock:
             return [request for requests in self._running.values() for request in requests]
+
+    def busy_slots(self) -> list[int]:
+        with self._lock:
+            return list(self._running)
 
     def slot_of(self, task_id: str) -> int | None:
         with self._lock:
@@ -136,11 +200,16 @@ class ThreadPool(Pool):
 
     def submit_task(self, request: Request, report: Report) -> None:
         self._slots.taken()
-        self._jobs.put(("task", request, report, (request,)))
+        self._jobs.put(("task", request, _Once(report), (request,)))
 
     def submit_batch(self, task: Any, requests: Sequence[Request], report: Report) -> None:
         self._slots.taken()
-        self._jobs.put(("batch", (task, list(requests)), report, tuple(requests)))
+        self._jobs.put(("batch", (task, list(requests)), _Once(report), tuple(requests)))
+
+    def abandon(self) -> None:
+        """Report the running jobs given back; their threads run on (a thread cannot be stopped) and end with the process."""
+        for _slot, once in self._slots.abandon():
+            once.report(GIVEN_BACK)
 
     def active(self) -> list[Request]:
         return self._slots.active()
@@ -163,7 +232,10 @@ class ThreadPool(Pool):
         executor.app.set_current()  # contextvars do not follow a new thread
         while (job := self._jobs.get()) is not None:
             kind, payload, report, requests = job
-            self._slots.begin(index, requests)
+            if not self._slots.begin(index, requests, report):
+                self._slots.release()
+                report(GIVEN_BACK)
+                continue
             try:
                 if kind == "task":
                     outcome = executor.run_task(payload)
@@ -184,20 +256,11 @@ class ThreadPool(Pool):
         for _ in self._threads:
             self._jobs.put(None)
         if wait:
-            for thread in self._threads:
-                thread.join()
-
-
-@attrs.frozen
-class ChildSpec:
-    """What a pool child needs to build its own app: sent over its pipe, never on a command line."""
-
-    app: str
-    broker: str | None = None
-    hostname: str = "simq@localhost"
-    loglevel: int = logging.INFO
-    parent: int = 0
-    log_format: str = "[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
+            # A job given back at a soft shutdown deadline may still run in its thread: it is not
+            # waited for (a thread cannot be stopped); it ends with the process.
+            running = set(self._slots.busy_slots())
+            for index, thread in enumerate(self._threads):
+                thread.join(timeout=0 if index in running else None)
 
 
 @attrs.define(eq=False)
@@ -206,6 +269,8 @@ class _Child:
     process: Any
     conn: Connection
     ready: bool = False  # it built its app and said so; jobs go to it only then
+    jobs: int = 0  # jobs it has run (worker_max_tasks_per_child)
+    rss: int | None = None  # KiB resident after its last job, when the pool asked (worker_max_memory_per_child)
 
 
 class PoolStartError(ConfigurationError):
@@ -225,11 +290,18 @@ class ProcessPool(Pool):
     _context: Any = attrs.field(factory=lambda: multiprocessing.get_context("spawn"), init=False)
     _closing: bool = attrs.field(default=False, init=False)
     _terminated: set[int] = attrs.field(factory=set, init=False)  # slots whose child a revoke ended
+    _abandoned: set[int] = attrs.field(factory=set, init=False)  # slots whose child a soft shutdown killed
 
     ready_timeout: float = 120.0
+    #: Replace a child after it ran this many jobs (None: never).
+    max_tasks_per_child: int | None = None
+    #: Replace a child whose resident memory is over this many KiB after a job (None: never).
+    max_memory_per_child: int | None = None
 
     def __attrs_post_init__(self) -> None:
         self._slots = _Slots(self.size)
+        if self.max_memory_per_child is not None and not self.spec.report_memory:
+            self.spec = attrs.evolve(self.spec, report_memory=True)
         self._children = [self._spawn(index) for index in range(self.size)]
         # The worker consumes only once every child can run a job: a message fetched before
         # that would wait in this process while other workers could run it, and an app the
@@ -281,11 +353,23 @@ class ProcessPool(Pool):
 
     def submit_task(self, request: Request, report: Report) -> None:
         self._slots.taken()
-        self._jobs.put(("task", request, report, (request,)))
+        self._jobs.put(("task", request, _Once(report), (request,)))
 
     def submit_batch(self, task: Any, requests: Sequence[Request], report: Report) -> None:
         self._slots.taken()
-        self._jobs.put(("batch", (task, list(requests)), report, tuple(requests)))
+        self._jobs.put(("batch", (task, list(requests)), _Once(report), tuple(requests)))
+
+    def abandon(self) -> None:
+        """Kill the children still running a job (so no result comes after its message went back), then report."""
+        claimed = self._slots.abandon()
+        self._closing = True  # no replacement children from now on
+        for slot, _once in claimed:
+            self._abandoned.add(slot)
+            process = self._children[slot].process
+            process.kill()
+            process.join(timeout=5)
+        for _slot, once in claimed:
+            once.report(GIVEN_BACK)
 
     def active(self) -> list[Request]:
         return self._slots.active()
@@ -323,12 +407,50 @@ class ProcessPool(Pool):
             else:
                 task, batch = payload
                 wire = ("batch", (task.name, [r.portable() for r in batch]))
-            self._slots.begin(index, requests)
+            if not self._slots.begin(index, requests, report):
+                self._slots.release()
+                report(GIVEN_BACK)
+                continue
             try:
                 outcome = self._run(index, wire, hard)
             finally:
-                self._slots.end(index)
+                self._slots.clear(index)
             report(outcome)
+            try:  # the slot stays taken while its child is replaced: no job waits for a child to start
+                self._recycle_if_due(index)
+            finally:
+                self._slots.release()
+
+    def _recycle_if_due(self, index: int) -> None:
+        """Replace child ``index`` if it ran its ``max_tasks_per_child``th job or holds too much memory."""
+        child = self._children[index]
+        if not child.ready or self._closing:  # a replacement already (it died, or was killed at a limit)
+            return
+        child.jobs += 1
+        if self.max_tasks_per_child is not None and child.jobs >= self.max_tasks_per_child:
+            why = f"it ran {child.jobs} jobs (worker_max_tasks_per_child={self.max_tasks_per_child})"
+        elif self.max_memory_per_child is not None and (child.rss or 0) > self.max_memory_per_child:
+            why = f"it holds {child.rss} KiB after a job (worker_max_memory_per_child={self.max_memory_per_child} KiB)"
+        else:
+            return
+        pid = child.process.pid
+        with contextlib.suppress(OSError):
+            child.conn.send(None)  # its loop ends and it exits cleanly, as after a warm shutdown
+        child.process.join(timeout=10)
+        if child.process.is_alive():
+            log.warning("pool child %d (pid %s) did not exit when asked; killed", index + 1, pid)
+            child.process.kill()
+            child.process.join(timeout=5)
+        child.conn.close()
+        if self._closing:
+            return
+        fresh = self._spawn(index)
+        try:
+            self._await_ready(fresh, self.ready_timeout)
+        except PoolStartError as exc:  # its first job tries again (and reports the job lost if it still cannot)
+            log.error("pool child %d: its replacement could not start: %s", index + 1, exc)
+        self._children[index] = fresh
+        log.info("pool child %d (pid %s) replaced: %s; pid %s takes its place", index + 1, pid, why, fresh.process.pid)
 
     def _run(self, index: int, wire: Any, hard: float | None = None) -> Outcome:
         child = self._children[index]
@@ -338,13 +460,16 @@ class ProcessPool(Pool):
             child.conn.send(wire)
             if hard is not None and not child.conn.poll(hard):
                 return self._time_limit(index, hard)
-            outcome: Outcome = child.conn.recv()
+            outcome: Outcome
+            outcome, child.rss = child.conn.recv()
             if index in self._terminated:  # it raised Terminated and said so: counted as the revoke's
                 self._terminated.discard(index)
                 if outcome.terminated:
                     return outcome
             return outcome
         except (EOFError, OSError, PoolStartError) as exc:
+            if index in self._abandoned:  # a soft shutdown killed it; its job was reported given back
+                return GIVEN_BACK
             if index in self._terminated:
                 self._terminated.discard(index)
                 child.process.join(timeout=5)
@@ -394,95 +519,3 @@ class ProcessPool(Pool):
                 child.process.kill()
                 child.process.join(timeout=5)
             child.conn.close()
-
-
-# -- the child's side ------------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Ask the kernel to SIGKILL this process when its parent dies (Linux); leave at once if it already did."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if parent and os.getppid() != parent:
-        os._exit(1)
-
-
-_in_task = False  # a pool child: True while a job runs, so a late SIGUSR1 never hits the job loop
-
-
-def _terminate_task(_signum: int, _frame: Any) -> None:
-    if _in_task:
-        raise Terminated()
-
-
-def child_main(conn: Connection, spec: ChildSpec) -> None:
-    """A pool child: build the app once, then run the jobs the parent sends until told to stop."""
-    _die_with_parent(spec.parent)
-    # The parent decides when children stop: a terminal's Ctrl-C reaches the whole process
-    # group, and a service manager may SIGTERM every process of the service; the parent's
-    # warm shutdown lets the running task finish, then closes this child's pipe.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, _terminate_task)  # the parent's revoke(terminate=True)
-    logging.basicConfig(level=spec.loglevel, format=spec.log_format)
-    from simq.clock import WallClock
-    from simq.loading import load_app
-    from simq.worker import Request
-
-    try:
-        app = load_app(spec.app)
-        if spec.broker:
-            app.conf.broker_url = spec.broker
-        app.set_current()
-        from simq import signals
-
-        signals.worker_process_init.send(sender=None)
-        # The soft limit is raised here; at the hard one the parent kills this process.
-        executor = Executor(app, app.backend, WallClock(), spec.hostname, hard_limits=False)
-    except Exception as exc:
-        log.exception("pool child: cannot build the app %r", spec.app)
-        with contextlib.suppress(EOFError, OSError):
-            conn.send(("failed", f"{type(exc).__name__}: {exc}"))
-        return
-    try:
-        conn.send(("ready", None))
-    except (EOFError, OSError):
-        return  # the parent is gone
-    while True:
-        try:
-            if not conn.poll(0):
-                executor.confirm_writes()  # going idle: nothing this child wrote stays unconfirmed
-            job = conn.recv()
-        except (EOFError, OSError):
-            break  # the parent is gone
-        if job is None:
-            break
-        kind, payload = job
-        global _in_task
-        try:
-            _in_task = True
-            if kind == "task":
-                name, message, delivery, hostname, soft, hard = payload
-                request = Request(message, delivery, app.tasks[name], hostname, limits=TimeLimits(soft, hard))
-                outcome = executor.run_task(request)
-            else:
-                name, items = payload
-                task = app.tasks[name]
-                requests = [Request(message, delivery, task, hostname) for _, message, delivery, hostname in items]
-                outcome = task.execute_batch(executor, requests)  # type: ignore[attr-defined]
-        except Exception as exc:
-            log.exception("pool child: cannot run a %s job", kind)
-            outcome = Outcome(error=f"{type(exc).__name__}: {exc}", lost=True)
-        except Terminated:  # arrived after the task's own handler: the job is ended all the same
-            outcome = Outcome(error="terminated by revoke(terminate=True)", lost=True, terminated=True)
-        finally:
-            _in_task = False
-        try:
-            conn.send(outcome)
-        except (EOFError, OSError):
-            break
-    with contextlib.suppress(Exception):
-        app.close()

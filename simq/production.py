@@ -10,7 +10,9 @@ time do not count). Its pool runs the due requests (see ``simq.pools``):
 - ``processes``: ``-c`` child processes, each importing the app once.
 
 Signals: the first SIGTERM or SIGINT stops consuming, lets running tasks
-finish, flushes batch buffers and gives held eta messages back to the broker;
+finish (for at most ``--soft-shutdown-timeout`` seconds when it is set: then
+what still runs goes back to the broker, ``simq.lifecycle``), flushes batch
+buffers and gives held eta messages back to the broker;
 a second one stops at once, saying which running tasks go back to the broker
 (late acks) and which are lost (early acks). A lost broker connection is
 retried with exponential backoff (1 s doubling up to ``--max-reconnect-delay``);
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from simq.clock import WallClock
 from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError
+from simq.lifecycle import Lifecycle, check_count, check_seconds
 from simq.loading import load_app
 from simq.pools import ChildSpec, Pool, ProcessPool, ThreadPool
 from simq.transport import redact_url
@@ -76,8 +79,36 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--max-reconnect-delay", type=float, default=30.0, help="longest wait between reconnect attempts, seconds"
     )
+    parser.add_argument(
+        "--max-tasks-per-child",
+        type=int,
+        default=None,
+        help="processes pool: replace a child after it ran this many tasks (default: worker_max_tasks_per_child; 0: never)",
+    )
+    parser.add_argument(
+        "--max-memory-per-child",
+        type=int,
+        default=None,
+        metavar="KIB",
+        help="processes pool: replace a child holding more than this many KiB after a task "
+        "(default: worker_max_memory_per_child; 0: never)",
+    )
+    parser.add_argument(
+        "--soft-shutdown-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="on a warm shutdown, give running tasks this long, then give them back to the broker "
+        "(default: worker_soft_shutdown_timeout; 0: wait for them)",
+    )
     parser.add_argument("--poll-interval", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(list(argv))
+    try:
+        check_count(args.max_tasks_per_child, "--max-tasks-per-child")
+        check_count(args.max_memory_per_child, "--max-memory-per-child")
+        check_seconds(args.soft_shutdown_timeout, "--soft-shutdown-timeout")
+    except ConfigurationError as exc:
+        parser.error(str(exc))
     if args.concurrency is not None and args.concurrency < 1:
         parser.error(f"-c/--concurrency must be at least 1, got {args.concurrency}")
     if args.prefetch_multiplier is not None and args.prefetch_multiplier < 0:
@@ -110,6 +141,9 @@ class WorkerProcess:
         poll_interval: float = 1.0,
         app_spec: str | None = None,
         broker: str | None = None,
+        max_tasks_per_child: int | None = None,
+        max_memory_per_child: int | None = None,
+        soft_shutdown_timeout: float | None = None,
     ) -> None:
         if pool not in POOLS:
             raise ConfigurationError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
@@ -118,6 +152,14 @@ class WorkerProcess:
                 "the processes pool imports the app in each child: give its spec (simq worker -A module:app, "
                 "or WorkerProcess(app_spec='module:app'))"
             )
+        #: The app's worker_max_*_per_child and worker_soft_shutdown_timeout, the options over them (simq.lifecycle).
+        self.lifecycle = Lifecycle.from_conf(
+            app.conf,
+            max_tasks_per_child=max_tasks_per_child,
+            max_memory_per_child=max_memory_per_child,
+            soft_shutdown_timeout=soft_shutdown_timeout,
+        )
+        self.lifecycle.check_pool(pool)
         self.app = app
         self.queues = queues
         self.concurrency = concurrency
@@ -149,13 +191,17 @@ class WorkerProcess:
         self._signals += 1
         name = signal.Signals(signum).name
         if self._signals == 1:
+            soft = self.lifecycle.soft_shutdown_timeout
             log.warning(
-                "%s: %s received, stopping gracefully: running tasks finish, batches flush, held eta "
+                "%s: %s received, stopping gracefully: running tasks %s, batches flush, held eta "
                 "messages go back to the broker (send it again to stop at once)",
                 self.hostname,
                 name,
+                f"have {soft:g} s to finish (worker_soft_shutdown_timeout), then go back to the broker"
+                if soft
+                else "finish",
             )
-            self.stopping.set()
+            self.request_stop()
             return
         log.warning("%s: second %s, stopping at once. %s", self.hostname, name, self._what_is_lost())
         logging.shutdown()
@@ -193,7 +239,11 @@ class WorkerProcess:
         return [current] if current is not None else []
 
     def request_stop(self) -> None:
-        """Graceful stop from code (what the first signal does)."""
+        """Graceful stop from code (what the first signal does), with the soft shutdown deadline if one is set."""
+        worker = self.worker
+        soft = self.lifecycle.soft_shutdown_timeout
+        if soft and worker is not None and worker.stop_deadline is None:
+            worker.stop_deadline = worker.clock.now + soft
         self.stopping.set()
 
     # -- running ------------------------------------------------------------------------------
@@ -239,7 +289,12 @@ class WorkerProcess:
             loglevel=logging.getLogger().getEffectiveLevel(),
             parent=os.getpid(),
         )
-        return ProcessPool(spec, self.concurrency)
+        return ProcessPool(
+            spec,
+            self.concurrency,
+            max_tasks_per_child=self.lifecycle.max_tasks_per_child,
+            max_memory_per_child=self.lifecycle.max_memory_per_child,
+        )
 
     def _make_worker(self) -> Worker:
         return self.app.Worker(
@@ -327,18 +382,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     concurrency = args.concurrency or int(app.conf.worker_concurrency)
     pool = args.pool or ("solo" if concurrency == 1 else "threads")
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
-    process = WorkerProcess(
-        app,
-        queues=queues,
-        concurrency=concurrency,
-        pool=pool,
-        prefetch_multiplier=args.prefetch_multiplier,
-        hostname=args.hostname,
-        max_reconnect_delay=args.max_reconnect_delay,
-        poll_interval=args.poll_interval,
-        app_spec=args.app,
-        broker=args.broker,
-    )
+    try:
+        process = WorkerProcess(
+            app,
+            queues=queues,
+            concurrency=concurrency,
+            pool=pool,
+            prefetch_multiplier=args.prefetch_multiplier,
+            hostname=args.hostname,
+            max_reconnect_delay=args.max_reconnect_delay,
+            poll_interval=args.poll_interval,
+            app_spec=args.app,
+            broker=args.broker,
+            max_tasks_per_child=args.max_tasks_per_child,
+            max_memory_per_child=args.max_memory_per_child,
+            soft_shutdown_timeout=args.soft_shutdown_timeout,
+        )
+    except ConfigurationError as exc:
+        print(f"simq worker: {exc}", file=sys.stderr)
+        return 2
     process.install_signal_handlers()
     log.info(
         "simq worker %s: broker %s, results %s, queues %s, pool %s, concurrency %d, prefetch multiplier %s",
@@ -350,6 +412,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency,
         args.prefetch_multiplier if args.prefetch_multiplier is not None else app.conf.worker_prefetch_multiplier,
     )
+    life = process.lifecycle
+    if life != Lifecycle():
+        log.info(
+            "lifecycle: max tasks per child %s, max memory per child %s, soft shutdown timeout %s",
+            life.max_tasks_per_child or "-",
+            f"{life.max_memory_per_child} KiB" if life.max_memory_per_child else "-",
+            f"{life.soft_shutdown_timeout:g} s" if life.soft_shutdown_timeout else "- (wait for running tasks)",
+        )
     log.info("tasks: %s", ", ".join(sorted(name for name in app.tasks if not name.startswith("simq."))) or "(none)")
     try:
         return process.run()

@@ -22,12 +22,18 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from simq.exceptions import BrokerUnavailable, SimqError
+from simq.request import Request
 
 if TYPE_CHECKING:
-    from simq.request import Request
+    from collections import deque
+
+    from simq.app import App
+    from simq.message import Delivery, TaskMessage
+    from simq.ratelimit import RateLimits
+    from simq.transport import Transport
     from simq.worker import Worker
 
-__all__ = ["COMMANDS", "Command", "Remote"]
+__all__ = ["COMMANDS", "Command", "Inspected", "Remote"]
 
 log = logging.getLogger("simq.worker")
 
@@ -75,6 +81,60 @@ class Command:
             tuple(destination) if destination is not None else None,
             data.get("ticket"),
         )
+
+
+class Inspected:
+    """What remote control reads of a worker and asks it to do (a base of :class:`~simq.worker.Worker`)."""
+
+    if TYPE_CHECKING:
+        app: App
+        hostname: str
+        transport: Transport
+        remote: Remote
+        _ready: deque[Request]
+        _held: dict[int, Delivery]
+        _held_messages: dict[int, TaskMessage]
+        _eta_heap: list[tuple[float, int]]
+        _rates: RateLimits
+        _consuming: list[str]
+        _shutdown_asked: bool
+
+        def stop(self) -> None: ...
+
+    def reserved_requests(self) -> list[Request]:
+        """Received and due, not started: waiting for a pool slot or for their rate limit."""
+        tasks = self.app.tasks
+        rate_held = [
+            Request(self._held_messages[seq], self._held[seq], tasks[name], self.hostname)
+            for seq, name in self._rates.held.items()
+            if seq in self._held
+        ]
+        return [*self._ready, *rate_held]
+
+    def scheduled_requests(self) -> list[tuple[float, Request]]:
+        """The requests held for their eta, soonest first."""
+        tasks, rate_held = self.app.tasks, self._rates.held
+        return [
+            (
+                eta,
+                Request(self._held_messages[seq], self._held[seq], tasks[self._held_messages[seq].task], self.hostname),
+            )
+            for eta, seq in sorted(self._eta_heap)
+            if seq in self._held and seq not in rate_held
+        ]
+
+    def cancel_queue(self, name: str) -> None:
+        """Stop consuming ``name`` (what it already delivered is still run)."""
+        if name not in self._consuming:
+            raise KeyError(f"{self.hostname} does not consume {name!r}; it consumes {', '.join(self._consuming)}")
+        self.transport.cancel(f"{self.hostname}:{name}")
+        self._consuming.remove(name)
+
+    def request_shutdown(self) -> None:
+        """Warm shutdown, asked from outside: the loop ends and stops the worker (a simulation stops it now)."""
+        self._shutdown_asked = True
+        if self.remote.immediate:
+            self.stop()
 
 
 def _request_info(request: Request) -> dict[str, Any]:

@@ -11,6 +11,7 @@ readable.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -42,6 +43,8 @@ class Settling:
         pool: Pool | None
         _hooks: Hooks
         _reject_on_lost: bool
+        _ready: deque[Request]
+        hostname: str
 
         def ack(self, request: Request) -> None: ...
 
@@ -106,6 +109,38 @@ class Settling:
             for hook in self._hooks.on_failure:
                 hook(self.executor, request, exc, "")
             self.ack(request)
+
+    def give_back_unfinished(self) -> None:
+        """A warm shutdown's deadline passed (``worker_soft_shutdown_timeout``): give back what has not finished.
+
+        Requests not started yet go back to the broker unrun; the pool reports
+        each running job given back (:meth:`simq.pools.Pool.abandon`), and the
+        worker requeues its message if it is a late-ack one. An early-ack task
+        that was running is lost: its message was acknowledged when it
+        started, so the log names it.
+        """
+        running = self.pool.active() if self.pool is not None else []
+        for request in running:
+            if request.acked:
+                log.error(
+                    "%s: soft shutdown deadline: task %s[%s] was still running and is LOST: it was acknowledged "
+                    "when it started (acks_late=True tasks go back to the broker instead)",
+                    self.hostname,
+                    request.name,
+                    request.id,
+                )
+            else:
+                log.warning(
+                    "%s: soft shutdown deadline: task %s[%s] was still running; given back to the broker",
+                    self.hostname,
+                    request.name,
+                    request.id,
+                )
+        while self._ready:
+            request = self._ready.popleft()
+            self.transport.reject(request.delivery, requeue=True, reason="soft shutdown: not started")
+        if self.pool is not None:
+            self.pool.abandon()
 
     def discard_revoked(self, request: Request, reason: str = "revoked") -> None:
         """``request`` was revoked before it ran: store REVOKED, acknowledge, never run it."""

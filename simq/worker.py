@@ -30,7 +30,7 @@ from simq.executor import Executor, Outcome
 from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
 from simq.ratelimit import RateLimits
-from simq.remote import Remote
+from simq.remote import Inspected, Remote
 from simq.request import Request, WorkerStats
 from simq.revoke import Revocations
 from simq.settling import Settling
@@ -48,7 +48,7 @@ log = logging.getLogger("simq.worker")
 
 
 @attrs.define(eq=False)
-class Worker(Settling):
+class Worker(Settling, Inspected):
     """Consumes queues through ``transport`` and runs tasks of ``app``.
 
     ``prefetch`` (unacknowledged deliveries held, not counting eta messages
@@ -89,6 +89,8 @@ class Worker(Settling):
     _started: bool = attrs.field(default=False, init=False)
     _stopping: bool = attrs.field(default=False, init=False)
     _crashed: bool = attrs.field(default=False, init=False)
+    #: Past this clock time a stop gives back what has not finished (worker_soft_shutdown_timeout).
+    stop_deadline: float | None = attrs.field(default=None, init=False)
     # A heap of (eta, seq) orders the held messages, with one clock timer armed for the earliest. The
     # heap entries hold only numbers, so the garbage collector stops tracking them:
     # a million held messages cost a million small tuples, not a million timers.
@@ -210,6 +212,9 @@ class Worker(Settling):
     def _finish_received(self) -> None:
         """Run every ready request and wait for every job the pool holds."""
         while self._ready or self._inflight:
+            if self.stop_deadline is not None and self.clock.now >= self.stop_deadline:
+                self.stop_deadline = None
+                self.give_back_unfinished()
             self._drain_completions()
             if self._ready and self._has_slot():
                 request = self._ready.popleft()
@@ -478,42 +483,6 @@ class Worker(Settling):
                 self.executor.confirm_writes()  # solo, going idle: what the inline tasks wrote is stored now
             self.poll(timeout)
         self.stop()
-
-    # -- what remote control reads and does (simq.remote) -----------------------------------
-    def reserved_requests(self) -> list[Request]:
-        """Received and due, not started: waiting for a pool slot or for their rate limit."""
-        tasks = self.app.tasks
-        rate_held = [
-            Request(self._held_messages[seq], self._held[seq], tasks[name], self.hostname)
-            for seq, name in self._rates.held.items()
-            if seq in self._held
-        ]
-        return [*self._ready, *rate_held]
-
-    def scheduled_requests(self) -> list[tuple[float, Request]]:
-        """The requests held for their eta, soonest first."""
-        tasks, rate_held = self.app.tasks, self._rates.held
-        return [
-            (
-                eta,
-                Request(self._held_messages[seq], self._held[seq], tasks[self._held_messages[seq].task], self.hostname),
-            )
-            for eta, seq in sorted(self._eta_heap)
-            if seq in self._held and seq not in rate_held
-        ]
-
-    def cancel_queue(self, name: str) -> None:
-        """Stop consuming ``name`` (what it already delivered is still run)."""
-        if name not in self._consuming:
-            raise KeyError(f"{self.hostname} does not consume {name!r}; it consumes {', '.join(self._consuming)}")
-        self.transport.cancel(f"{self.hostname}:{name}")
-        self._consuming.remove(name)
-
-    def request_shutdown(self) -> None:
-        """Warm shutdown, asked from outside: the loop ends and stops the worker (a simulation stops it now)."""
-        self._shutdown_asked = True
-        if self.remote.immediate:
-            self.stop()
 
     def _has_slot(self) -> bool:
         pool = self.pool

@@ -129,6 +129,24 @@ def steps(self, seconds):
     return "finished"
 
 
+_hoard = []
+
+
+@app.task(name="hoard")
+def hoard(megabytes):
+    # held after the task: a leak, what worker_max_memory_per_child is for
+    _hoard.append(bytearray(megabytes * 1024 * 1024))
+    return os.getpid()
+
+
+@app.task(name="sleepy_late", bind=True, acks_late=True)
+def sleepy_late(self, seconds):
+    side.rpush(SIDE + ":started", f"{self.request.id}:{os.getpid()}")
+    import time
+    time.sleep(seconds)
+    return "done"
+
+
 @app.task(name="sleepy", bind=True)
 def sleepy(self, seconds):
     side.rpush(SIDE + ":started", self.request.id)
@@ -521,6 +539,61 @@ class TestSignalsTellTheTruth:
         text = deployed.log()
         assert f"sleepy[{r.id}]" in text and "LOST" in text
         assert "the broker redelivers unacknowledged messages" not in text
+
+
+class TestLifecycle:
+    def test_a_child_is_replaced_after_max_tasks_per_child_and_no_task_is_lost(self, deployed):
+        deployed.worker("-P", "processes", "-c", "2", "--max-tasks-per-child", "2")
+        deployed.wait_log("ready")
+        whoami = deployed.app.tasks["whoami"]
+        results = [whoami.delay() for _ in range(5)]
+        pids = [r.get(timeout=60) for r in results]
+        assert len(pids) == 5 and len(set(pids)) >= 3  # 2 tasks a child: 5 tasks need at least 3 children
+        assert max(pids.count(p) for p in set(pids)) <= 2
+        assert "replaced: it ran 2 jobs (worker_max_tasks_per_child=2)" in deployed.log()
+        assert "died running a job" not in deployed.log()
+
+    def test_a_child_over_max_memory_per_child_is_replaced_after_its_task(self, deployed):
+        deployed.worker("-P", "processes", "-c", "1", "--max-memory-per-child", str(50 * 1024))
+        deployed.wait_log("ready")
+        first = deployed.app.tasks["whoami"].delay().get(timeout=60)
+        assert deployed.app.tasks["whoami"].delay().get(timeout=60) == first  # small: the child stays
+        assert deployed.app.tasks["hoard"].delay(100).get(timeout=60) == first  # the task itself finishes
+        after = deployed.app.tasks["whoami"].delay().get(timeout=60)
+        assert after != first
+        assert re.search(
+            r"replaced: it holds \d+ KiB after a job \(worker_max_memory_per_child=51200 KiB\)", deployed.log()
+        )
+
+    def test_a_running_late_ack_task_goes_back_at_the_soft_shutdown_deadline(self, deployed):
+        proc = deployed.worker("-P", "processes", "-c", "1", "--soft-shutdown-timeout", "1")
+        deployed.wait_log("ready")
+        r = deployed.app.tasks["sleepy_late"].delay(30)
+        (first,) = deployed.wait_side("started", 1)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert time.monotonic() - started < 10  # the deadline, not the task's 30 s
+        assert f"sleepy_late[{r.id}] was still running; given back to the broker" in deployed.log(0)
+        assert r.state == "PENDING"
+        deployed.worker("-P", "processes", "-c", "1")
+        assert r.get(timeout=60) == "done"
+        second = deployed.side_list("started")[1]
+        assert second.split(":")[0] == r.id and second != first  # run again, by another child
+
+    def test_an_early_acked_task_running_at_the_deadline_is_named_lost(self, deployed):
+        proc = deployed.worker("-P", "processes", "-c", "1", "--soft-shutdown-timeout", "0.5")
+        deployed.wait_log("ready")
+        r = deployed.app.tasks["sleepy"].delay(30)
+        deployed.wait_side("started", 1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert f"sleepy[{r.id}] was still running and is LOST" in deployed.log()
+
+    def test_the_threads_pool_refuses_max_tasks_per_child_naming_itself(self, deployed):
+        proc = deployed.worker("-c", "2", "--max-tasks-per-child", "5")
+        assert proc.wait(timeout=30) == 2
+        assert "the threads pool has no child process to replace" in deployed.log()
 
 
 class TestCredentials:
