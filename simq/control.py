@@ -6,8 +6,7 @@ simulation every worker hears one at once, in production within
 ``worker_control_poll_interval`` (commands) or ``worker_revoke_poll_interval``
 (revocations). With ``result_backend = "memory://"`` outside a simulation no
 other process could hear anything: that is refused with the reason, never
-silently dropped. Not here: ``pool_grow`` and ``pool_shrink`` (asking for
-them raises ``AttributeError``).
+silently dropped.
 """
 
 from __future__ import annotations
@@ -40,6 +39,12 @@ def check_reachable(app: App, what: str) -> None:
             f"{what} cannot reach any worker: this app's result backend is memory://, which only this process "
             "sees, and no worker runs in this process; set result_backend to one the workers share (redis://...)"
         )
+
+
+def _count(n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigurationError(f"n must be a whole number >= 1, got {n!r}")
+    return n
 
 
 def _destination(destination: Any) -> tuple[str, ...] | None:
@@ -169,6 +174,18 @@ class Control:
         return self.broadcast(
             "time_limit", {"task_name": task_name, "soft": soft, "hard": hard}, destination, reply, timeout
         )
+
+    def pool_grow(
+        self, n: int = 1, destination: Any = None, reply: bool = False, timeout: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """Add ``n`` slots (threads or child processes) to the workers' pools."""
+        return self.broadcast("pool_grow", {"n": _count(n)}, destination, reply, timeout)
+
+    def pool_shrink(
+        self, n: int = 1, destination: Any = None, reply: bool = False, timeout: float = 1.0
+    ) -> list[dict[str, Any]]:
+        """Take ``n`` slots away from the workers' pools as they become idle (one always stays)."""
+        return self.broadcast("pool_shrink", {"n": _count(n)}, destination, reply, timeout)
 
     def add_consumer(
         self, queue: str, destination: Any = None, reply: bool = False, timeout: float = 1.0

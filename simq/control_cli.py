@@ -16,6 +16,17 @@ from typing import Any
 
 __all__ = ["main"]
 
+#: ``simq control`` commands other than revoke, and how many arguments each takes.
+CONTROL = {
+    "rate_limit": 2,
+    "time_limit": 3,
+    "pool_grow": 1,
+    "pool_shrink": 1,
+    "add_consumer": 1,
+    "cancel_consumer": 1,
+    "shutdown": 0,
+    "ping": 0,
+}
 INSPECT = ("ping", "active", "reserved", "scheduled", "revoked", "registered", "stats", "active_queues", "conf")
 
 
@@ -49,13 +60,22 @@ def _control(app: Any, args: argparse.Namespace) -> int:
         control.revoke(args.arguments, terminate=args.terminate, signal=args.signal)
         print(f"revoked {len(args.arguments)} task id(s){' (terminate)' if args.terminate else ''}")
         return 0
-    wanted = {"rate_limit": 2, "time_limit": 3, "add_consumer": 1, "cancel_consumer": 1, "shutdown": 0, "ping": 0}[
-        args.what
-    ]
+    wanted = CONTROL[args.what]
     if len(args.arguments) != wanted:
         raise ValueError(f"simq control {args.what} takes {wanted} argument(s), got {len(args.arguments)}")
-    names = {"rate_limit": ("task_name", "rate_limit"), "add_consumer": ("queue",), "cancel_consumer": ("queue",)}
-    arguments: dict[str, Any] = dict(zip(names.get(args.what, ()), args.arguments, strict=True))
+    names = {
+        "rate_limit": ("task_name", "rate_limit"),
+        "add_consumer": ("queue",),
+        "cancel_consumer": ("queue",),
+        "pool_grow": ("n",),
+        "pool_shrink": ("n",),
+    }
+    values: list[Any] = list(args.arguments)
+    if args.what in ("pool_grow", "pool_shrink"):
+        values = [int(values[0])]
+    arguments: dict[str, Any] = (
+        {} if args.what == "time_limit" else dict(zip(names.get(args.what, ()), values, strict=True))
+    )
     if args.what == "time_limit":  # TASK SOFT HARD, seconds; 0 or none for no limit
         soft, hard = (None if v.lower() in ("0", "none") else float(v) for v in args.arguments[1:])
         arguments = {"task_name": args.arguments[0], "soft": soft, "hard": hard}
@@ -125,10 +145,13 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, Callable[[Any, argpar
     inspect.add_argument("what", choices=INSPECT)
     _remote_arguments(inspect)
     control = commands.add_parser("control", help="act on the workers")
+    control.add_argument("what", choices=("revoke", *CONTROL))
     control.add_argument(
-        "what", choices=("revoke", "rate_limit", "add_consumer", "cancel_consumer", "shutdown", "ping")
+        "arguments",
+        nargs="*",
+        help="revoke: IDs; rate_limit: TASK RATE; time_limit: TASK SOFT HARD; pool_grow/pool_shrink: N; "
+        "add_consumer/cancel_consumer: QUEUE",
     )
-    control.add_argument("arguments", nargs="*", help="revoke: task ids; rate_limit: TASK RATE; *_consumer: QUEUE")
     control.add_argument("--terminate", action="store_true", help="revoke: also end them if they are running")
     control.add_argument("--signal", default="SIGTERM", help="revoke --terminate: the signal (default SIGTERM)")
     _remote_arguments(control)

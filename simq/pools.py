@@ -82,6 +82,14 @@ class Pool:
     def close(self, wait: bool = True) -> None:
         """Stop taking jobs; with ``wait``, let running ones finish first."""
 
+    def grow(self, n: int) -> int:
+        """Add ``n`` slots (``app.control.pool_grow``); the new size."""
+        raise ConfigurationError(f"the {type(self).__name__} cannot grow")
+
+    def shrink(self, n: int) -> int:
+        """Take ``n`` slots away once they are idle, keeping one at least (``app.control.pool_shrink``); the new size."""
+        raise ConfigurationError(f"the {type(self).__name__} cannot shrink")
+
     def abandon(self) -> None:
         """A warm shutdown's deadline passed: report every running job as given back, and take no new ones.
 
@@ -128,6 +136,10 @@ class _Slots:
 
     def free(self) -> int:
         return self.size - self._busy
+
+    def resize(self, by: int) -> None:
+        with self._lock:
+            self.size += by
 
     def taken(self) -> None:
         with self._lock:
@@ -205,6 +217,24 @@ class ThreadPool(Pool):
     def submit_batch(self, task: Any, requests: Sequence[Request], report: Report) -> None:
         self._slots.taken()
         self._jobs.put(("batch", (task, list(requests)), _Once(report), tuple(requests)))
+
+    def grow(self, n: int) -> int:
+        for _ in range(n):
+            index = len(self._threads)
+            thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-pool-{index + 1}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._slots.resize(n)
+        self.size += n
+        return self.size
+
+    def shrink(self, n: int) -> int:
+        n = min(n, self.size - 1)
+        self._slots.resize(-n)
+        self.size -= n
+        for _ in range(n):
+            self._jobs.put(None)  # the next n threads to be idle take one and end
+        return self.size
 
     def abandon(self) -> None:
         """Report the running jobs given back; their threads run on (a thread cannot be stopped) and end with the process."""
@@ -322,7 +352,30 @@ class ProcessPool(Pool):
 
     @property
     def pids(self) -> list[int]:
-        return [child.process.pid for child in self._children]
+        return [child.process.pid for child in self._children if child.process.is_alive()]
+
+    def grow(self, n: int) -> int:
+        """Start ``n`` children; each takes jobs once it built the app."""
+        for _ in range(n):
+            index = len(self._children)
+            child = self._spawn(index)
+            self._await_ready(child, self.ready_timeout)
+            self._children.append(child)
+            thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-child-{index + 1}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self._slots.resize(n)
+        self.size += n
+        return self.size
+
+    def shrink(self, n: int) -> int:
+        """Stop ``n`` children as they become idle (each finishes the job it runs)."""
+        n = min(n, self.size - 1)
+        self._slots.resize(-n)
+        self.size -= n
+        for _ in range(n):
+            self._jobs.put(None)  # the slot that takes it stops its child
+        return self.size
 
     def _spawn(self, index: int) -> _Child:
         parent_end, child_end = self._context.Pipe(duplex=True)
@@ -420,6 +473,11 @@ class ProcessPool(Pool):
                 self._recycle_if_due(index)
             finally:
                 self._slots.release()
+        if not self._closing:  # pool_shrink: this slot ends, and its child with it
+            child = self._children[index]
+            with contextlib.suppress(OSError):
+                child.conn.send(None)
+            child.process.join(timeout=10)
 
     def _recycle_if_due(self, index: int) -> None:
         """Replace child ``index`` if it ran its ``max_tasks_per_child``th job or holds too much memory."""

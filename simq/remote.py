@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from simq.exceptions import BrokerUnavailable, SimqError
+from simq.exceptions import BrokerUnavailable, ConfigurationError, SimqError
 from simq.request import Request
 
 if TYPE_CHECKING:
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from simq.app import App
     from simq.message import Delivery, TaskMessage
+    from simq.pools import Pool
     from simq.ratelimit import RateLimits
     from simq.transport import Transport
     from simq.worker import Worker
@@ -98,8 +99,12 @@ class Inspected:
         _rates: RateLimits
         _consuming: list[str]
         _shutdown_asked: bool
+        pool: Pool | None
+        concurrency: int
 
         def stop(self) -> None: ...
+
+        def _apply_prefetch(self) -> None: ...
 
     def reserved_requests(self) -> list[Request]:
         """Received and due, not started: waiting for a pool slot or for their rate limit."""
@@ -129,6 +134,19 @@ class Inspected:
             raise KeyError(f"{self.hostname} does not consume {name!r}; it consumes {', '.join(self._consuming)}")
         self.transport.cancel(f"{self.hostname}:{name}")
         self._consuming.remove(name)
+
+    def resize_pool(self, by: int) -> int:
+        """``pool_grow`` / ``pool_shrink``: the pool's new size; the prefetch window follows it."""
+        pool = self.pool
+        if pool is None:
+            raise ConfigurationError(f"{self.hostname} runs tasks inline (solo): it has no pool to resize")
+        if by < 0:
+            size = pool.shrink(-by)
+        else:
+            size = pool.grow(by)
+        self.concurrency = size
+        self._apply_prefetch()
+        return size
 
     def request_shutdown(self) -> None:
         """Warm shutdown, asked from outside: the loop ends and stops the worker (a simulation stops it now)."""
@@ -244,6 +262,14 @@ def _time_limit(worker: Worker, task_name: str, soft: Any = None, hard: Any = No
     return {"ok": f"time limits of {task_name} set to soft={soft!r} hard={hard!r}"}
 
 
+def _pool_grow(worker: Worker, n: int = 1) -> Any:
+    return {"ok": f"pool will grow to {worker.resize_pool(int(n))}"}
+
+
+def _pool_shrink(worker: Worker, n: int = 1) -> Any:
+    return {"ok": f"pool will shrink to {worker.resize_pool(-int(n))}"}
+
+
 def _add_consumer(worker: Worker, queue: str) -> Any:
     worker.add_queue(queue)
     return {"ok": f"consuming from {queue}"}
@@ -272,6 +298,8 @@ COMMANDS: dict[str, Callable[..., Any]] = {
     "conf": _conf,
     "rate_limit": _rate_limit,
     "time_limit": _time_limit,
+    "pool_grow": _pool_grow,
+    "pool_shrink": _pool_shrink,
     "add_consumer": _add_consumer,
     "cancel_consumer": _cancel_consumer,
     "shutdown": _shutdown,

@@ -496,6 +496,20 @@ class TestRemoteControl:
         with pytest.raises(TimeLimitExceeded):
             deployed.app.send_task("steps", (30,)).get(timeout=30)
         assert time.monotonic() - started < 15
+        control.pool_grow(2, reply=True, timeout=3)
+        assert control.inspect(timeout=3).stats()["ops@test"]["pool"]["max-concurrency"] == 6
+        if pool == "processes":
+            deployed.wait_side("children", 6)  # two more children built the app
+            grown = len(_children(proc.pid))  # the pool's children (and multiprocessing's resource tracker)
+        control.pool_shrink(3, reply=True, timeout=3)
+        assert control.inspect(timeout=3).stats()["ops@test"]["pool"]["max-concurrency"] == 3
+        results = [deployed.app.send_task("add", (i, i)) for i in range(6)]
+        assert [r.get(timeout=30) for r in results] == [2 * i for i in range(6)]
+        if pool == "processes":
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and len(_children(proc.pid)) != grown - 3:
+                time.sleep(0.1)
+            assert len(_children(proc.pid)) == grown - 3
         assert control.shutdown(reply=True, timeout=3) == [{"ops@test": {"ok": "shutting down"}}]
         assert proc.wait(timeout=30) == 0
         assert "remote control: shutdown" in deployed.log()
@@ -522,6 +536,10 @@ class TestRemoteControl:
         assert '"result": 5' in simq("result", task_id).stdout
         registered = simq("inspect", "registered", "-t", "3")
         assert '"add"' in registered.stdout
+        limited = simq("control", "time_limit", "steps", "0", "1", "-t", "3")
+        assert limited.returncode == 0 and "time limits of steps" in limited.stdout
+        grown = simq("control", "pool_grow", "1", "-t", "3")
+        assert grown.returncode == 0 and "grow to 3" in grown.stdout
         assert simq("control", "shutdown", "-t", "3").returncode == 0
         gone = simq("inspect", "ping", "-t", "1")
         assert gone.returncode == 1 and "no worker replied" in gone.stderr

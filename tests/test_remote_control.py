@@ -105,8 +105,6 @@ def test_what_cannot_work_is_refused(app):
             app.control.ping(destination=[""])
     with pytest.raises(ConfigurationError, match="cannot reach any worker"):
         app.control.ping()  # memory:// results and no worker in this process
-    with pytest.raises(AttributeError):
-        app.control.pool_grow
 
 
 def test_time_limit_changes_a_tasks_limits_on_the_workers(app):
@@ -133,3 +131,25 @@ def test_time_limit_changes_a_tasks_limits_on_the_workers(app):
         assert "error" in reply["worker-1"]
         with pytest.raises(ConfigurationError, match="hard"):
             app.control.time_limit(crawl.name, hard="later")
+
+
+def test_pool_grow_and_shrink_need_a_pool(app):
+    with app.simulate():
+        (reply,) = app.control.pool_grow(2, reply=True)
+        assert "no pool to resize" in reply["worker-1"]["error"]
+        with pytest.raises(ConfigurationError, match="whole number"):
+            app.control.pool_shrink(0)
+
+
+def test_a_thread_pool_grows_and_shrinks_and_keeps_one_thread():
+    from simq.clock import WallClock
+    from simq.executor import Executor
+    from simq.pools import ThreadPool
+
+    app = simq.App("pool")
+    pool = ThreadPool(Executor(app, app.backend, WallClock(), "test@host"), 2)
+    try:
+        assert pool.grow(3) == 5 and pool.free() == 5
+        assert pool.shrink(10) == 1 and pool.free() == 1
+    finally:
+        pool.close()
