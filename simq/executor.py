@@ -99,7 +99,8 @@ class Executor:
     hard_limits: bool = True
     _ignore_result_default: bool = attrs.field(default=False, init=False)
     _track_started: bool = attrs.field(default=False, init=False)
-    _acks_late_default: bool = attrs.field(default=False, init=False)
+    #: task_acks_late, for tasks that do not say (read by the worker too, on its hot path).
+    acks_late_default: bool = attrs.field(default=False, init=False)
     # In a simulation a task's time.sleep() spends virtual time (simq.limits).
     _virtual: bool = attrs.field(default=False, init=False)
     _app_limits: bool = attrs.field(default=False, init=False)
@@ -112,7 +113,7 @@ class Executor:
         conf = self.app.conf
         self._ignore_result_default = bool(conf.task_ignore_result)
         self._track_started = bool(conf.task_track_started)
-        self._acks_late_default = bool(conf.task_acks_late)
+        self.acks_late_default = bool(conf.task_acks_late)
         self._virtual = isinstance(self.clock, VirtualClock) and not isinstance(self.clock, EagerClock)
         if self._virtual:
             self._plain_run = limits_module.plain_run(self.clock)  # type: ignore[arg-type]
@@ -150,7 +151,7 @@ class Executor:
 
     def acks_late(self, request: Request) -> bool:
         late = request.task.acks_late
-        return self._acks_late_default if late is None else bool(late)
+        return self.acks_late_default if late is None else bool(late)
 
     def confirm_writes(self) -> None:
         """Make sure what this thread wrote to the result backend is stored, before it goes idle.
@@ -174,7 +175,10 @@ class Executor:
         """
         try:
             outcome = self._run(request)
-            if self.acks_late(request) if acks_late is None else acks_late:
+            if acks_late is None:
+                late = request.task.acks_late  # what ``acks_late()`` says, without the call
+                acks_late = self.acks_late_default if late is None else bool(late)
+            if acks_late:
                 # The message is acknowledged once this returns: its result must be stored by then.
                 self.backend.sync()
             return outcome
@@ -207,11 +211,12 @@ class Executor:
         app = self.app
         limits = request.limits  # set by a processes pool's parent (TimeLimits() for none)
         if limits is None:
-            limits = self.time_limits(request)
+            if task.time_limit or task.soft_time_limit or self._app_limits or message.headers:  # time_limits()
+                limits = limits_module.limits_for(request, app.conf)
         elif limits.soft is None and limits.hard is None:
             limits = None
         previous = app.enter_task(request)
-        timed = log.isEnabledFor(logging.INFO)  # the runtime is only read by the log line
+        timed = log.isEnabledFor(logging.INFO)  # the runtime is only read by the log lines
         began = self.clock.now if timed else 0.0
         virtual = self._virtual
         guard = None
@@ -258,7 +263,12 @@ class Executor:
         else:
             for hook in hooks.after_run:
                 hook(self, request)
-            outcome = self.succeeded(request, retval, self.clock.now - began if timed else 0.0)
+            runtime = self.clock.now - began if timed else 0.0
+            if message.embed:
+                outcome = self.succeeded(request, retval, runtime)
+            else:  # what succeeded() does for a task without a canvas, one call fewer
+                ignore = task.ignore_result if task.ignore_result is not None else self._ignore_result_default
+                outcome = self._succeeded(request, retval, runtime, store=not ignore, logged=timed)
             state, value = (states.SUCCESS if outcome.succeeded else states.FAILURE), retval
         finally:
             if virtual:
@@ -294,7 +304,10 @@ class Executor:
         ignore = task.ignore_result if task.ignore_result is not None else self._ignore_result_default
         return self._succeeded(request, retval, runtime, store=not ignore)
 
-    def _succeeded(self, request: Request, retval: Any, runtime: float, *, store: bool) -> Outcome:
+    def _succeeded(
+        self, request: Request, retval: Any, runtime: float, *, store: bool, logged: bool | None = None
+    ) -> Outcome:
+        """``logged``: whether INFO is logged, if the caller asked already."""
         task = request.task
         message = request.message
         if store:
@@ -304,7 +317,7 @@ class Executor:
                 raise
             except Exception as exc:  # noqa: BLE001 - e.g. a result the serializer refuses
                 return self.failed(request, exc, tb_module.format_exc(), runtime)
-        if log.isEnabledFor(logging.INFO):
+        if logged if logged is not None else log.isEnabledFor(logging.INFO):
             log.info("Task %s[%s] succeeded in %.6fs: %s", message.task, message.id, runtime, _short(retval))
         for hook in self.hooks.on_success:
             hook(self, request, retval)

@@ -26,7 +26,7 @@ import attrs
 from simq import protocol
 from simq.clock import VirtualClock, to_timestamp
 from simq.exceptions import ConfigurationError, MessageRejected
-from simq.executor import Executor, Outcome
+from simq.executor import SUCCEEDED, Executor, Outcome
 from simq.hooks import Hooks, WorkerHook
 from simq.message import Delivery, TaskMessage
 from simq.ratelimit import RateLimits
@@ -238,17 +238,18 @@ class Worker(Settling, Inspected):
     def poll(self, timeout: float | None = 0) -> int:
         """Take what the broker delivered (waiting at most ``timeout``); return how many."""
         deliveries = self.transport.drain_events(timeout)
-        # Arm the eta timer once per batch, not once per held message: a batch whose
-        # etas arrive in falling order would otherwise re-arm (and leave a cancelled
-        # timer behind) for every message.
+        # Arm the eta timer once per batch, not once per held message: a batch whose etas
+        # arrive in falling order would otherwise re-arm (leaving a cancelled timer) for each.
         self._in_poll = True
         try:
             for delivery in deliveries:
                 self.on_delivery(delivery)
         finally:
             self._in_poll = False
-        self._arm_eta_timer()
-        self._apply_prefetch()
+        if self._eta_heap:
+            self._arm_eta_timer()
+        if self.prefetch_multiplier:  # else unlimited: nothing to widen
+            self._apply_prefetch()
         return len(deliveries)
 
     def on_delivery(self, delivery: Delivery) -> None:
@@ -364,10 +365,8 @@ class Worker(Settling, Inspected):
     def _apply_prefetch(self) -> None:
         """Held eta messages do not count against prefetch: widen the window by what is held.
 
-        Otherwise a few far-off etas fill the window and the worker never takes
-        another message (what Celery does too: its QoS grows with eta tasks).
-        """
-        base = self.prefetch
+        Otherwise a few far-off etas fill the window and the worker never takes another (Celery's QoS grows too)."""
+        base = self.concurrency * (self.prefetch_multiplier or 0)  # self.prefetch
         if not base or self._stopping:
             return
         wanted = base + len(self._held) - len(self._rates.held)
@@ -498,14 +497,15 @@ class Worker(Settling, Inspected):
     def execute(self, request: Request) -> None:
         """Run one due request: expiry check, early ack, then the body in the pool; late ack when it is done."""
         message = request.message
-        if self.revocations and message.id in self.revocations:
+        if message.id in self.revocations.ids:
             self.discard_revoked(request)
             return
         if message.expires is not None and self.clock.now >= message.expires:
             self._expired(request)
             return
         executor = self.executor
-        acks_late = executor.acks_late(request)
+        late = request.task.acks_late  # executor.acks_late(request), without the call
+        acks_late = executor.acks_late_default if late is None else bool(late)
         if not acks_late:
             self.ack(request)
         pool = self.pool
@@ -513,7 +513,12 @@ class Worker(Settling, Inspected):
             outcome = executor.run_task(request, acks_late)
             for hook in self._hooks.before_ack:
                 hook(self, request)
-            self._finish((request,), outcome, acks_late)
+            if outcome is SUCCEEDED and not self._crashed:  # _finish's common case, without the call
+                self.stats.succeeded += 1
+                if acks_late:
+                    self.ack(request)
+            else:
+                self._finish((request,), outcome, acks_late)
             return
         self._inflight += 1
         pool.submit_task(request, self._reporter((request,), acks_late))
@@ -528,12 +533,8 @@ class Worker(Settling, Inspected):
         pool.submit_batch(task, requests, self._reporter(tuple(requests), True))
 
     def _reporter(self, requests: tuple[Request, ...], acks_late: bool) -> Callable[[Outcome], None]:
-        completions = self._completions
-
-        def report(outcome: Outcome) -> None:  # called in the pool's thread
-            completions.put((requests, outcome, acks_late))
-
-        return report
+        """What the pool calls with the job's outcome, in its own thread."""
+        return lambda outcome: self._completions.put((requests, outcome, acks_late))
 
     def _drain_completions(self, timeout: float | None = None) -> None:
         """Settle the jobs the pool finished (waiting up to ``timeout`` for the first, if given)."""

@@ -125,6 +125,20 @@ class TestTraceRecordsTheRun:
             assert [add.delay(i, i).get() for i in range(10)] == [2 * i for i in range(10)]
             assert [event.kind for event in sim.trace] == ["worker-start", "worker-start"]
 
+    def test_trace_turned_on_again_records_again(self):
+        app = App("retrace")
+
+        @app.task
+        def add(x, y):
+            return x + y
+
+        with app.simulate(seed=1) as sim:
+            sim.record_trace = False
+            assert add.delay(1, 1).get() == 2
+            sim.record_trace = True
+            assert add.delay(2, 2).get() == 4
+            assert [e.kind for e in sim.trace if e.worker != "client"].count("succeeded") == 1
+
     def test_a_runaway_loop_is_stopped_with_the_seed_named(self):
         app = App("runaway")
 

@@ -104,16 +104,16 @@ def test_the_revoke_and_time_limit_workloads_hold_under_faults(workload):
 def test_the_checker_catches_a_revoked_task_that_runs(monkeypatch):
     from simq.revoke import Revocations
 
-    monkeypatch.setattr(Revocations, "__contains__", lambda self, task_id: False)  # revocations ignored
+    monkeypatch.setattr(Revocations, "_learn", lambda self, entry: None)  # revocations ignored
     outcome = run_case(0, FaultPlan(), "revoke")
     assert not outcome.ok
     assert len(outcome.ran_revoked) == 4
 
 
 def test_the_checker_catches_a_time_limit_that_does_not_hold(monkeypatch):
-    from simq.executor import Executor
+    from simq import limits
 
-    monkeypatch.setattr(Executor, "time_limits", lambda self, request: None)  # limits ignored
+    monkeypatch.setattr(limits, "limits_for", lambda request, conf: None)  # limits ignored
     outcome = run_case(0, FaultPlan(), "time_limit")
     assert not outcome.ok
     assert len(outcome.unexplained) == 2  # the two that must end FAILURE succeeded

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import random
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from simq.backends.memory import MemoryBackend
 from simq.clock import DEFAULT_START, EagerClock, TimePatch, VirtualClock, WallClock
 from simq.exceptions import SimqError, SimulationIdle
 from simq.exceptions import TimeoutError as SimqTimeout
-from simq.hooks import WorkerHook
+from simq.hooks import Hooks, WorkerHook
 from simq.limits import patch_sleep, unpatch_sleep
 from simq.memory.broker import MemoryBroker, MemoryTransport
 from simq.memory.faults import Fault, FaultHook, FaultInjector, FaultPlan, WorkerCrashed
@@ -86,7 +87,7 @@ class Simulation:
     _auto_queue_workers: list[Worker] = attrs.field(factory=list, init=False)
     _opened: bool = attrs.field(default=False, init=False)
     _injector: FaultInjector | None = attrs.field(default=None, init=False)
-    record_trace: bool = True
+    _record_trace: bool = True
     _trace_hook: TraceHook = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -103,9 +104,19 @@ class Simulation:
         )
         self.producer = MemoryTransport(self.broker)
         self._time_patch = TimePatch(self.clock, tick=self.eager)
-        self._trace_hook = TraceHook(self._emit)
+        self._trace_hook = TraceHook(self._emit, active=self._record_trace)
         if self.faults is not None:
             self._injector = FaultInjector(self, self.faults)
+
+    @property
+    def record_trace(self) -> bool:
+        """Whether the run is traced (``trace``); off, the workers leave the trace hook out of their moments."""
+        return self._record_trace
+
+    @record_trace.setter
+    def record_trace(self, value: bool) -> None:
+        self._record_trace = value
+        self._trace_hook.set_active(value)
 
     # -- life cycle --------------------------------------------------------------------
     def open(self) -> None:
@@ -175,7 +186,7 @@ class Simulation:
             concurrency=concurrency,
             prefetch_multiplier=prefetch_multiplier,
             backend=self.backend,
-            hooks=[self._trace_hook] if self.record_trace else [],
+            hooks=[self._trace_hook] if self._record_trace else [],
             rng=random.Random(f"simq-jitter:{self.seed}:{name}"),
         )
         if self._injector is not None:
@@ -209,7 +220,7 @@ class Simulation:
         connection: Transport | None = None,
         connect_timeout: float | None = None,
     ) -> None:
-        if self.record_trace:
+        if self._record_trace:
             self._raw_trace.append(
                 (
                     len(self._raw_trace),
@@ -389,7 +400,7 @@ class Simulation:
 
     # -- trace ---------------------------------------------------------------------------
     def _emit(self, kind: str, worker: str, request: Request | None, queue: str | None, detail: Any) -> None:
-        if not self.record_trace:
+        if not self._record_trace:
             return
         if request is not None:
             self._raw_trace.append(
@@ -408,7 +419,7 @@ class Simulation:
             self._raw_trace.append((len(self._raw_trace), self.clock.now, kind, worker, "", "", queue or "", detail))
 
     def _broker_event(self, kind: str, routing_key: str, envelope: Any) -> None:
-        if self.record_trace:
+        if self._record_trace:
             headers = envelope.headers
             self._raw_trace.append(
                 (
@@ -467,10 +478,28 @@ class Simulation:
 
 
 class TraceHook(WorkerHook):
-    """The simulation's trace, as a worker hook: one event per moment a run is judged by."""
+    """The simulation's trace, as a worker hook: one event per moment a run is judged by.
 
-    def __init__(self, emit: Callable[[str, str, Request | None, str | None, Any], None]) -> None:
+    While not ``active`` (the simulation's ``record_trace`` is off) it acts on no moment, so it costs nothing.
+    """
+
+    def __init__(self, emit: Callable[[str, str, Request | None, str | None, Any], None], active: bool = True) -> None:
         self.emit = emit
+        self.active = active
+        self._hooks: weakref.WeakKeyDictionary[Hooks, None] = weakref.WeakKeyDictionary()
+
+    def acts_on(self, moment: str) -> bool:
+        return self.active
+
+    def attach(self, hooks: Hooks) -> None:
+        self._hooks[hooks] = None
+
+    def set_active(self, active: bool) -> None:
+        """Turn tracing on or off in every worker holding this hook."""
+        if active != self.active:
+            self.active = active
+            for hooks in list(self._hooks):
+                hooks.refresh()
 
     def worker_start(self, worker: Worker) -> None:
         self.emit("worker-start", worker.hostname, None, None, ",".join(worker.consuming))
