@@ -105,6 +105,7 @@ class _Sender:
     started: float
     deadline: float
     status: dict[int, str] = attrs.field(factory=dict)
+    revokes: dict[int, workload.RevokeRecord] = attrs.field(factory=dict)
     refusals: list[tuple[float, str]] = attrs.field(factory=list)
     calls: int = 0
     stop: threading.Event = attrs.field(factory=threading.Event)
@@ -116,6 +117,7 @@ class _Sender:
                 self._clock.sleep(min(0.05, self.started + job.at - self._clock.now))
             if self.stop.is_set() or self._clock.now > self.deadline:
                 return
+            began = self._clock.now
             try:
                 workload.send_job(self.app, job, self.run)
             except Exception as exc:  # noqa: BLE001 - a refused send is data: the checker judges it
@@ -123,6 +125,8 @@ class _Sender:
                 self.refusals.append((self._clock.now, f"job {job.index}: {type(exc).__name__}: {exc}"))
             else:
                 self.status[job.index] = "sent"
+                if job.kind == "revoke":  # right after the send, as a user would: before the countdown runs out
+                    self.revokes[job.index] = workload.revoke_job(self.app, job, self.run, began, self._clock)
             self.calls += len(job.nodes)
 
 
