@@ -335,10 +335,12 @@ def _observe(config: Config, run: str, jobs: tuple[workload.Job, ...], sender: _
     handles = [n.task_id(run) for j in jobs for n in j.handles]
     results = {m.task_id: (m.state, m.result) for m in app.backend.get_many(handles)}
     log_ids: dict[int, Mapping[str, float]] = {}
+    unread: dict[int, tuple[float, ...]] = {}
     child_exits: list[str] = []
     for r in sup.history:
         facts = procs.scan_log(r.log_path, run)
         log_ids[r.pid] = facts.task_ids
+        unread[r.pid] = facts.revocation_read_failures
         child_exits += [f"{r.name}: {line}" for line in facts.child_exits]
     dead = None
     if not config.is_amqp:
@@ -363,4 +365,6 @@ def _observe(config: Config, run: str, jobs: tuple[workload.Job, ...], sender: _
         poison=tuple(p for rec in nem.records for p in rec.poison),
         dead_letters=dead,
         refused_while_up=refused_up,
+        revokes=dict(sender.revokes),
+        unread_revocations=unread,
     )
