@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import attrs
 import pytest
 
 from conformance.harness import broker_url, require, result_url
@@ -25,7 +26,8 @@ from simq.chaos.ledger import Event
 from simq.chaos.poison import Poison
 from simq.chaos.procs import WorkerRun
 from simq.chaos.runner import Config, plan, run_campaign
-from simq.chaos.workload import Job, Node
+from simq.chaos.workload import Job, Node, RevokeRecord
+from simq.exceptions import BrokerUnavailable, TimeLimitExceeded
 
 RUN = "r1"
 
@@ -208,6 +210,176 @@ class TestUnexpected:
         assert v.of("unexpected", forbidden=True)
 
 
+def revoke_job(index=0, acks_late=True, countdown=4.0):
+    return Job(index, "revoke", acks_late, 0.0, (node(f"j{index}.n0", expect="revoked"),), countdown=countdown)
+
+
+def revoked(index=0, sent=10.0, returned=10.01, error=""):
+    """The sender's record: the send at ``sent``, the revoke back at ``returned`` (None: it raised)."""
+    return {index: RevokeRecord(sent, returned, error)}
+
+
+class TestRevoke:
+    def test_a_revoked_job_that_never_ran_and_ends_revoked_holds(self):
+        v = check(observe([revoke_job()], [], revokes=revoked()))
+        assert v.ok and v.anomalies == () and v.row("revoke").final == 1
+
+    def test_a_revoked_job_that_started_is_forbidden(self):
+        v = check(observe([revoke_job()], [start("j0.n0", at=14.0), end("j0.n0", at=14.1)], revokes=revoked()))
+        assert v.of("unexpected", forbidden=True) and v.row("revoke").unexpected == 1 and not v.ok
+
+    def test_a_kill_and_restart_of_the_worker_does_not_excuse_a_run_it_rereads_the_whole_log(self):
+        events = [start("j0.n0", pid=100, at=14.0), start("j0.n0", pid=200, at=16.0, redelivered=True)]
+        v = check(observe([revoke_job(acks_late=False)], events, revokes=revoked(), killed={100: 14.2}))
+        assert not v.row("revoke").ok and v.of("unexpected", forbidden=True)
+
+    def test_a_revoked_job_whose_state_is_not_revoked_is_a_forbidden_loss(self):
+        v = check(observe([revoke_job(acks_late=False)], [], {f"{RUN}.j0.n0": ("PENDING", None)}, revokes=revoked()))
+        assert v.of("lost", forbidden=True) and v.row("revoke").lost == 1 and not v.ok
+
+    def test_a_missing_revoked_state_is_explained_in_either_mode_by_a_kill_just_after_the_discard(self):
+        obs = observe(
+            [revoke_job(acks_late=True)],
+            [],
+            {f"{RUN}.j0.n0": ("PENDING", None)},
+            revokes=revoked(),
+            killed={7: 14.3},
+            log_ids={7: {f"{RUN}.j0.n0": 14.0}},
+        )
+        v = check(obs)
+        assert v.ok and "killed" in v.of("lost")[0].explained and v.row("revoke").explained == 1
+
+    def test_a_revoked_job_that_never_ran_yet_succeeded_is_wrong(self):
+        v = check(observe([revoke_job()], [], {f"{RUN}.j0.n0": ("SUCCESS", 3)}, revokes=revoked()))
+        assert v.of("wrong", forbidden=True) and not v.ok
+
+    def test_when_the_revoke_raised_the_task_may_run_as_an_unrevoked_task(self):
+        records = revoked(returned=None, error="BrokerUnavailable: lost the Redis result backend")
+        ran = [start("j0.n0", at=14.0), end("j0.n0", at=14.1)]
+        v = check(observe([revoke_job()], ran, {f"{RUN}.j0.n0": ("SUCCESS", 3)}, revokes=records))
+        (run,) = v.of("unexpected")
+        assert v.ok and not run.forbidden and "raised" in run.explained
+        assert "1 raised" in v.row("revoke").note
+
+    def test_when_the_revoke_raised_a_run_must_still_be_right(self):
+        records = revoked(returned=None, error="BrokerUnavailable: x")
+        ran = [start("j0.n0", at=14.0), end("j0.n0", 4, at=14.1)]
+        v = check(observe([revoke_job()], ran, {f"{RUN}.j0.n0": ("SUCCESS", 4)}, revokes=records))
+        assert v.of("wrong", forbidden=True) and not v.ok
+
+    def test_when_the_revoke_raised_a_lost_late_ack_task_is_still_forbidden(self):
+        records = revoked(returned=None, error="BrokerUnavailable: x")
+        v = check(observe([revoke_job()], [start("j0.n0")], {}, revokes=records, killed={100: 10.5}))
+        assert v.of("lost", forbidden=True)
+
+    def test_a_revoke_that_returned_within_a_poll_interval_of_the_eta_may_lose_the_race(self):
+        records = revoked(sent=10.0, returned=13.2)  # countdown 4: eta 14.0, 0.8 s after the revoke
+        ran = [start("j0.n0", at=14.0), end("j0.n0", at=14.1)]
+        v = check(observe([revoke_job()], ran, {f"{RUN}.j0.n0": ("REVOKED", None)}, revokes=records))
+        assert v.ok and "poll interval" in v.of("unexpected")[0].explained
+
+    def test_a_worker_that_could_not_read_the_log_after_the_revoke_may_run_it(self):
+        events = [start("j0.n0", pid=555, ppid=100, at=14.0), end("j0.n0", pid=555, ppid=100, at=14.1)]
+        results = {f"{RUN}.j0.n0": ("SUCCESS", 3)}
+        obs = observe([revoke_job()], events, results, revokes=revoked(), unread_revocations={100: (12.5,)})
+        v = check(obs)
+        assert v.ok and "could not read the revocation log" in v.of("unexpected")[0].explained
+
+    def test_a_failed_read_before_the_revoke_excuses_nothing(self):
+        events = [start("j0.n0", at=14.0), end("j0.n0", at=14.1)]
+        obs = observe([revoke_job()], events, {}, revokes=revoked(), unread_revocations={100: (8.0,)})
+        assert check(obs).of("unexpected", forbidden=True)
+
+
+def limit_job(index=0, acks_late=True):
+    nodes = (node(f"j{index}.n0", expect="limit", value=None, result=None, sleep=20.0),)
+    return Job(index, "time-limit", acks_late, 0.0, nodes, time_limit=2.0)
+
+
+class TestTimeLimit:
+    cut = {f"{RUN}.j0.n0": ("FAILURE", TimeLimitExceeded(2.0))}
+
+    def test_a_call_cut_off_at_its_limit_holds(self):
+        v = check(observe([limit_job()], [start("j0.n0")], self.cut))
+        assert v.ok and v.anomalies == () and v.row("time-limit").final == 1
+
+    def test_a_limited_call_that_succeeded_is_wrong(self):
+        v = check(observe([limit_job()], [start("j0.n0")], {f"{RUN}.j0.n0": ("SUCCESS", 3)}))
+        assert v.of("wrong", forbidden=True) and v.row("time-limit").wrong == 1 and not v.ok
+
+    def test_a_limited_call_that_failed_with_another_exception_is_wrong(self):
+        v = check(observe([limit_job()], [start("j0.n0")], {f"{RUN}.j0.n0": ("FAILURE", ValueError("x"))}))
+        assert v.of("wrong", forbidden=True)
+
+    def test_a_body_that_ran_to_its_end_broke_its_limit(self):
+        v = check(observe([limit_job()], [start("j0.n0"), end("j0.n0", None, at=30.0)], self.cut))
+        assert v.of("wrong", forbidden=True) and "did not hold" in v.of("wrong")[0].detail
+
+    def test_a_late_ack_limited_call_redelivered_after_a_kill_is_recovered(self):
+        events = [start("j0.n0", pid=100), start("j0.n0", pid=200, at=13.0, redelivered=True)]
+        v = check(observe([limit_job()], events, self.cut, killed={100: 10.5}))
+        assert v.ok and v.of("recovered") and v.row("time-limit").recovered == 1
+
+    def test_an_early_ack_limited_call_lost_with_a_killed_worker_is_explained(self):
+        v = check(observe([limit_job(acks_late=False)], [start("j0.n0")], {}, killed={100: 11.0}))
+        assert v.ok and v.of("lost")[0].explained and v.row("time-limit").explained == 1
+
+    def test_a_late_ack_limited_call_lost_with_a_killed_worker_is_forbidden(self):
+        v = check(observe([limit_job()], [start("j0.n0")], {}, killed={100: 11.0}))
+        assert v.of("lost", forbidden=True) and not v.ok
+
+    def test_the_row_counts_the_jobs_that_held_after_a_limit(self):
+        later = attrs.evolve(task_job(1), at=5.0)
+        v = check(
+            observe(
+                [limit_job(), later],
+                [start("j0.n0"), start("j1.n0"), end("j1.n0")],
+                {**self.cut, f"{RUN}.j1.n0": ("SUCCESS", 3)},
+            )
+        )
+        assert "1 of 1 jobs sent after the first limited one held" in v.row("time-limit").note
+
+
+class TestReport:
+    def test_the_per_kind_counts_list_every_kind_the_new_ones_included(self):
+        v = check(observe([revoke_job(), limit_job(1)], [], {}, revokes=revoked()))
+        line = v.kinds_line()
+        assert "revoke 1" in line and "time-limit 1 (1 BROKEN)" in line and "chain-chord 0" in line
+        assert line in v.markdown()
+
+
+class TestRevokeSend:
+    class App:
+        def __init__(self, fails):
+            self.fails, self.revoked = fails, []
+
+        def AsyncResult(self, task_id):
+            app = self
+
+            class Result:
+                def revoke(self):
+                    if app.fails:
+                        raise BrokerUnavailable("lost the Redis result backend")
+                    app.revoked.append(task_id)
+
+            return Result()
+
+    def test_the_revoke_names_the_jobs_task_and_records_when_it_returned(self):
+        from simq.chaos.workload import revoke_job as send_revoke
+        from simq.clock import WallClock
+
+        app = self.App(fails=False)
+        record = send_revoke(app, revoke_job(3), RUN, 5.0, WallClock())
+        assert app.revoked == [f"{RUN}.j3.n0"] and record.returned is not None and record.error == ""
+
+    def test_a_revoke_that_raises_is_recorded_not_raised(self):
+        from simq.chaos.workload import revoke_job as send_revoke
+        from simq.clock import WallClock
+
+        record = send_revoke(self.App(fails=True), revoke_job(3), RUN, 5.0, WallClock())
+        assert record.returned is None and record.error.startswith("BrokerUnavailable")
+
+
 class TestWorkersAndProducer:
     def test_a_worker_that_exited_without_a_signal_is_a_crash(self):
         run = WorkerRun(0, 1, 100, 1.0, "/dev/null", ended=5.0, exit_code=1)
@@ -251,6 +423,27 @@ class TestPlan:
         jobs = workload.draw_workload(random.Random(3), tasks=100, window=30.0)
         assert sum(len(j.nodes) for j in jobs) >= 100 and all(0 <= j.at <= 30 for j in jobs)
         assert {j.kind for j in jobs} >= {"task", "chain", "chord"}
+
+    def test_the_seed_draws_revoke_and_time_limit_jobs_shaped_as_their_guarantees_need(self):
+        jobs = workload.draw_workload(random.Random(3), tasks=600, window=60.0)
+        revokes = [j for j in jobs if j.kind == "revoke"]
+        limits = [j for j in jobs if j.kind == "time-limit"]
+        assert revokes and limits
+        for j in revokes:
+            (n,) = j.nodes
+            assert n.expect == "revoked" and j.expected_state(n) == "REVOKED"
+            assert j.countdown is not None and j.countdown >= 3.0 and "countdown=" in j.line()
+        for j in limits:
+            (n,) = j.nodes
+            assert n.expect == "limit" and j.expected_state(n) == "FAILURE" and j.time_limit == 2.0
+            assert dict(n.options)["sleep"] >= 5 * j.time_limit and "time_limit=2" in j.line()
+        assert "revoke" in workload.summary(jobs) and "time-limit" in workload.summary(jobs)
+
+    def test_the_older_kinds_keep_their_weights_among_themselves(self):
+        weights = dict(zip(workload.KINDS, workload._WEIGHTS, strict=True))
+        old = ("task", "retry", "fail", "chain", "group", "chord", "chain-chord")
+        assert [weights[k] for k in old] == [26, 10, 5, 17, 12, 20, 10]
+        assert weights["revoke"] + weights["time-limit"] <= 12  # a small share: the run time stays about the same
 
     def test_each_gives_one_fault_of_every_kind(self):
         faults = nemesis.draw_schedule(
@@ -300,6 +493,19 @@ def test_a_tiny_campaign_with_one_fault_of_each_cheap_kind_holds_every_guarantee
     assert verdict.row("producer").sent > 0
     reliability_report.append(f"simq chaos tiny campaign on {kind}: {'ok' if verdict.ok else 'FAIL'}")
     assert verdict.ok, text
+
+
+def test_a_worker_log_says_when_it_could_not_read_the_revocation_log(tmp_path):
+    from simq.chaos.procs import scan_log
+
+    log = tmp_path / "w.log"
+    log.write_text(
+        "[2026-12-03 10:00:00,250: INFO/MainProcess] Task chaos.late.add[r1.j0.n0] received\n"
+        "[2026-12-03 10:00:01,500: WARNING/MainProcess] cannot read the revocation log (tried again in 1 s): lost\n"
+    )
+    facts = scan_log(str(log), RUN)
+    (when,) = facts.revocation_read_failures
+    assert when - facts.task_ids[f"{RUN}.j0.n0"] == pytest.approx(1.25)
 
 
 class _Recorder:

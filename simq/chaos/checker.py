@@ -10,8 +10,8 @@ unit-tested on synthetic ledgers. Words as Jepsen uses them:
   body that got ``None`` among its header values, a result that differs);
 - **recovered**: finished, but only after a redelivery or a restart (a start
   with no end before it, or a start flagged redelivered);
-- **unexpected**: ran though nothing sent it (poison), or though it follows a
-  failure in its chain.
+- **unexpected**: ran though nothing sent it (poison), though it follows a
+  failure in its chain, or though it was revoked.
 
 Guarantees: ``acks_late`` loses nothing; ``early acks`` loses only what the
 trace explains (the call was in flight, or named in the log, of a worker
@@ -20,6 +20,26 @@ forced; or it follows such a loss in its canvas); a ``canvas`` reaches its
 end (a chord body with every header value, a chain its last link) unless a
 member failed on purpose; ``retries`` reach their last attempt; ``poison``
 never runs; ``workers`` never exit unless signalled and leave no orphans.
+
+``revoke``: a task sent with a countdown and revoked at once never runs and
+ends REVOKED. A revoke is one entry in the revocation log in the result
+backend; a worker reads the whole log when it starts (so a killed and
+restarted worker, or one that gets the message redelivered, knows it too) and
+what is new every ``worker_revoke_poll_interval`` (1 s). So a run is allowed
+only when the log could not have reached the worker in time: the revoke raised
+(the backend unreachable: then the task may run, once or as an unrevoked task
+would), it returned less than a poll interval before the eta, or the worker
+that ran it logged that it could not read the log between the revoke and the
+start. A discard stores REVOKED and then acknowledges the message without
+waiting for the write to be confirmed, in either ack mode, so a REVOKED state
+that never arrived is explained (for both modes) only by a kill of the worker
+whose log names the call, just after it did.
+
+``time-limit``: a call whose body would sleep far past its ``time_limit``
+ends FAILURE with TimeLimitExceeded, never SUCCESS, its body never reaching its
+end; killed workers lose or redeliver it as any other call (the ``lost`` rules
+above), and the jobs sent after it must still finish (those rules again).
+
 Duplicates and recoveries are counted, never forbidden.
 """
 
@@ -34,13 +54,15 @@ import attrs
 from simq.chaos.ledger import Event
 from simq.chaos.poison import Poison
 from simq.chaos.procs import WorkerRun
-from simq.chaos.workload import Job, Node
+from simq.chaos.workload import KINDS, Job, Node, RevokeRecord
+from simq.exceptions import TimeLimitExceeded
 
 __all__ = ["GUARANTEES", "Anomaly", "Observed", "Row", "Verdict", "check"]
 
-GUARANTEES = ("acks_late", "early acks", "canvas", "retries", "producer", "poison", "workers")
-_UNITS = ("calls", "calls", "jobs", "jobs", "sends", "messages", "slots")
-FINAL = ("SUCCESS", "FAILURE")
+GUARANTEES = ("acks_late", "early acks", "canvas", "retries", "revoke", "time-limit", "producer", "poison", "workers")
+_UNITS = ("calls", "calls", "jobs", "jobs", "jobs", "jobs", "sends", "messages", "slots")
+FINAL = ("SUCCESS", "FAILURE", "REVOKED")
+REVOKE_POLL = 1.0  # seconds: the workers' worker_revoke_poll_interval (the campaign keeps the default)
 _WINDOW = 10.0  # seconds: a kill explains a call it interrupted, so it comes soon after the call's last event
 _SLACK = 0.5  # seconds: the ledger's and the supervisor's clocks are the same wall clock, read a moment apart
 
@@ -77,6 +99,8 @@ class Observed:
     poison: tuple[Poison, ...] = ()
     dead_letters: int | None = None
     refused_while_up: tuple[str, ...] = ()  # sends the broker refused outside any outage the nemesis made
+    revokes: Mapping[int, RevokeRecord] = attrs.field(factory=dict)  # revoke job index -> what its revoke did
+    unread_revocations: Mapping[int, tuple[float, ...]] = attrs.field(factory=dict)  # pid -> failed log reads
 
 
 @attrs.define
@@ -104,6 +128,13 @@ class Row:
 class Verdict:
     rows: tuple[Row, ...]
     anomalies: tuple[Anomaly, ...]
+    per_kind: tuple[tuple[str, int, int, int], ...] = ()  # (kind, jobs sent, refused, with a forbidden anomaly)
+
+    def kinds_line(self) -> str:
+        """Jobs per kind: sent (refused, broken), every kind of the workload, drawn or not."""
+        parts = [f"{k} {sent}" + (f" ({ref} refused)" if ref else "") + (f" ({bad} BROKEN)" if bad else "")
+                 for k, sent, ref, bad in self.per_kind]  # fmt: skip
+        return "jobs per kind: " + ", ".join(parts)
 
     @property
     def ok(self) -> bool:
@@ -139,7 +170,7 @@ class Verdict:
                 f"| {r.guarantee} | {r.unit} | {r.sent} | {r.refused} | {r.final} | {r.lost} ({r.explained}) | "
                 f"{r.duplicated} | {r.wrong} | {r.recovered} | {r.unexpected} | {verdict}{note} |"
             )
-        return "\n".join(lines)
+        return "\n".join([*lines, "", self.kinds_line()])
 
 
 @attrs.define
@@ -188,6 +219,8 @@ def check(obs: Observed) -> Verdict:
     rows = {g: Row(g, unit) for g, unit in zip(GUARANTEES, _UNITS, strict=True)}
     anomalies: list[Anomaly] = []
     known: set[str] = set()
+    per_kind = {k: [0, 0, 0] for k in KINDS}  # sent, refused, broken
+    held: list[tuple[float, str, bool]] = []  # (at, kind, no forbidden anomaly) of each confirmed job
 
     def flag(guarantee: str, kind: str, subject: str, detail: str, forbidden: bool, explained: str = "") -> None:
         anomalies.append(Anomaly(guarantee, kind, subject, detail, forbidden, explained))
@@ -211,9 +244,12 @@ def check(obs: Observed) -> Verdict:
             continue
         mode_row = rows["acks_late" if job.acks_late else "early acks"]
         job_rows = [rows["canvas"]] if len(job.nodes) > 1 else []
-        if job.kind == "retry":
-            job_rows.append(rows["retries"])
+        if job.kind in ("retry", "revoke", "time-limit"):
+            job_rows.append(rows["retries" if job.kind == "retry" else job.kind])
         refused = status != "sent"
+        counts = per_kind[job.kind]
+        counts[0] += 1
+        counts[1] += refused
         mode_row.sent += len(job.nodes)
         for r in job_rows:
             r.sent += 1
@@ -222,7 +258,12 @@ def check(obs: Observed) -> Verdict:
             for r in job_rows:
                 r.refused += 1
             continue  # not confirmed: its calls may or may not run, and neither is an anomaly
+        before = len(anomalies)
         _check_job(obs, job, ids, calls, mode_row, job_rows, flag, anomalies)
+        broken = any(a.forbidden for a in anomalies[before:])
+        counts[2] += broken
+        held.append((job.at, job.kind, not broken))
+    _notes(rows, obs, held)
 
     # the producer: a confirmed send or a refusal, and refusals only while the broker was down
     producer = rows["producer"]
@@ -262,7 +303,20 @@ def check(obs: Observed) -> Verdict:
         flag("workers", "orphan", f"pid {pid}", "a worker child still running after its parent was gone", True)
     workers.final = workers.sent if not workers.forbidden else 0
     workers.note = f"{len(obs.workers)} worker processes started, {len(obs.killed)} killed"
-    return Verdict(tuple(rows.values()), tuple(anomalies))
+    kinds = tuple((k, sent, refused, broken) for k, (sent, refused, broken) in per_kind.items())
+    return Verdict(tuple(rows.values()), tuple(anomalies), kinds)
+
+
+def _notes(rows: Mapping[str, Row], obs: Observed, held: list[tuple[float, str, bool]]) -> None:
+    """What the revoke and time-limit rows rest on: revokes that raised or came late; the jobs after a limit."""
+    records = [obs.revokes[j.index] for j in obs.jobs if j.kind == "revoke" and j.index in obs.revokes]
+    raised = sum(1 for r in records if r.error)
+    if records:
+        rows["revoke"].note = f"{len(records)} revokes, {raised} raised"
+    limits = [at for at, kind, _ in held if kind == "time-limit"]
+    if limits:
+        after = [ok for at, kind, ok in held if at > limits[0] and kind != "time-limit"]
+        rows["time-limit"].note = f"{sum(after)} of {len(after)} jobs sent after the first limited one held"
 
 
 Flag = Callable[..., None]
@@ -281,15 +335,17 @@ def _check_job(
     """One sent job: each call against the ledger, each handle against the backend, then the job's own line."""
     lost_reason: dict[str, str] = {}  # task id -> why its loss is explained ("" unexplained)
     status_of: dict[str, str] = {}  # task id -> final | lost | wrong
-    job_bad = {"lost": "", "wrong": "", "duplicated": "", "recovered": ""}
+    job_bad = {"lost": "", "wrong": "", "duplicated": "", "recovered": "", "unexpected": "", "lenient": ""}
     job_losses: list[str] = []  # the explanation of each loss in this job ("" when none)
+    relaxed = _revoke_relaxed(obs, job) if job.kind == "revoke" else ""  # why a revoke may not hold ("" it must)
 
-    def lose(tid: str, detail: str, why: str) -> None:
+    def lose(tid: str, detail: str, why: str, *, either_mode: bool = False) -> None:
         lost_reason[tid] = why
         status_of[tid] = "lost"
         job_losses.append(why)
-        flag(mode_row.guarantee, "lost", tid, detail, not (why and not job.acks_late), why)
+        flag(mode_row.guarantee, "lost", tid, detail, not (why and (either_mode or not job.acks_late)), why)
         job_bad["lost"] = job_bad["lost"] or tid
+        job_bad["lenient"] = job_bad["lenient"] or ("1" if either_mode else "")
 
     def wrong(tid: str, detail: str, subject: str | None = None) -> None:
         status_of[tid] = "wrong"
@@ -299,16 +355,36 @@ def _check_job(
     for node, tid in zip(job.nodes, ids, strict=True):
         starts, ends = calls.starts.get(tid, []), calls.ends.get(tid, [])
         status_of[tid] = "final"
-        if node.expect == "never":
+        expect = node.expect
+        if expect == "never":
             if starts:
                 wrong(tid, "ran though it follows a failure in its canvas", "unexpected")
             continue
+        if expect == "limit":  # done means FAILURE with TimeLimitExceeded in the backend: judged with the handles
+            if any(e.outcome == "ok" for e in ends):
+                wrong(tid, f"its body ran to its end: its time_limit of {job.time_limit:g} s did not hold")
+            elif len(starts) > 1 or any(e.redelivered for e in starts):
+                flag(mode_row.guarantee, "recovered", tid, f"{len(starts)} starts, cut off each time", False)
+                job_bad["recovered"] = tid
+            continue
+        if expect == "revoked":
+            if not starts:
+                continue  # never ran: its REVOKED state is judged with the handles
+            why = relaxed or _missed_revocation(obs, obs.revokes[job.index], starts)
+            detail = f"ran though revoked ({len(starts)} starts, first by pid {starts[0].pid})"
+            if not why:
+                status_of[tid] = "wrong"
+                flag(mode_row.guarantee, "unexpected", tid, detail, True)
+                job_bad["unexpected"] = tid
+                continue
+            flag(mode_row.guarantee, "unexpected", tid, detail, False, why)
+            expect = "ok"  # from here on it is judged as the unrevoked task it became
         final = _final_end(node, ends)
         if final is None:
             lose(tid, _lost_detail(starts, ends), _explain_lost(obs, job, node, tid, starts, ends, lost_reason))
             continue
-        if final.outcome != node.expect or final.value != node.value:
-            wrong(tid, f"ended {final.outcome} with {final.value!r}, oracle: {node.expect} with {node.value!r}")
+        if final.outcome != expect or final.value != node.value:
+            wrong(tid, f"ended {final.outcome} with {final.value!r}, oracle: {expect} with {node.value!r}")
         per_attempt: dict[int, int] = defaultdict(int)
         for e in ends:
             per_attempt[e.retries] += 1
@@ -330,14 +406,66 @@ def _check_job(
             continue  # already counted
         state, result = obs.results.get(tid, ("PENDING", None))
         want = job.expected_state(node)
+        starts, ends = calls.starts.get(tid, []), calls.ends.get(tid, [])
+        if node.expect == "revoked":
+            if state == "REVOKED":
+                continue  # a run, if any, was judged above
+            if not relaxed and not starts:
+                if state in FINAL:
+                    wrong(tid, f"never ran, yet the result backend says {state} {result!r}, oracle: REVOKED")
+                else:  # the discard's REVOKED write, sent unconfirmed before its ack, in either ack mode
+                    lose(tid, f"never ran; result backend says {state}, oracle: REVOKED", _in_killed_log(obs, tid),
+                         either_mode=True)  # fmt: skip
+                continue
+            want = "SUCCESS"  # it ran, or may have: REVOKED, or what the unrevoked task would end in
+        if node.expect == "limit":
+            if state == "FAILURE" and isinstance(result, TimeLimitExceeded):
+                continue
+            if state not in FINAL:
+                why = _explain_lost(obs, job, node, tid, starts, ends, lost_reason)
+                lose(tid, f"{_lost_detail(starts, ends)}; result backend says {state}, oracle: FAILURE", why)
+            else:
+                wrong(tid, f"result backend says {state} {result!r}, oracle: FAILURE with TimeLimitExceeded")
+            continue
         if state not in FINAL:
-            why = _explain_unstored(obs, job, node, tid, calls, lost_reason)
+            if node.expect == "revoked" and not starts:
+                why = _explain_lost(obs, job, node, tid, starts, ends, lost_reason)
+            else:
+                why = _explain_unstored(obs, job, node, tid, calls, lost_reason)
             lose(tid, f"result backend says {state}, oracle: {want}", why)
         elif state != want or (want == "SUCCESS" and result != node.result):
             wrong(tid, f"result backend says {state} {result!r}, oracle: {want} {node.result!r}")
     mode_row.final += sum(1 for v in status_of.values() if v == "final")
     for r in job_rows:
         _judge_job(r, job, job_bad, job_losses, anomalies)
+
+
+def _revoke_relaxed(obs: Observed, job: Job) -> str:
+    """Why a revoke job's guarantee does not hold whole ("" when it must): the revoke raised, or came too late."""
+    record = obs.revokes.get(job.index)
+    if record is None:
+        return "no revoke was recorded for it"
+    if record.returned is None:
+        return f"its revoke raised {record.error}: the log may not hold it, so it may run as an unrevoked task"
+    lead = record.sent + (job.countdown or 0.0) - record.returned
+    if lead < REVOKE_POLL + _SLACK:
+        return f"its revoke returned {lead:.2f} s before its eta, less than a poll interval ({REVOKE_POLL:g} s)"
+    return ""
+
+
+def _missed_revocation(obs: Observed, record: RevokeRecord, starts: list[Event]) -> str:
+    """A worker that ran it could not read the revocation log after the revoke: it went on with what it knew.
+
+    A read that failed is all the worker logs (a read that succeeded is not), so
+    this is what must be true for a run to be allowed, not proof that it was.
+    """
+    since = record.returned if record.returned is not None else record.sent
+    for e in starts:
+        for pid in (e.pid, e.ppid):
+            for when in obs.unread_revocations.get(pid, ()):
+                if since - _SLACK <= when <= e.at + _SLACK:
+                    return f"pid {pid} could not read the revocation log {when - since:+.2f} s after the revoke"
+    return ""
 
 
 def _lost_detail(starts: list[Event], ends: list[Event]) -> str:
@@ -395,14 +523,16 @@ def _explain_unstored(obs: Observed, job: Job, node: Node, tid: str, calls: _Cal
 
 
 def _judge_job(row: Row, job: Job, bad: Mapping[str, str], losses: list[str], out: list[Anomaly]) -> None:
-    """One job's line in the canvas / retries row (its calls' anomalies are already in the ack-mode rows)."""
+    """One job's line in its kind's row (its calls' anomalies are already in the ack-mode rows)."""
     subject = f"job {job.index} ({job.kind}, acks {job.mode})"
     if bad["lost"]:
-        explained = all(losses) and not job.acks_late
+        explained = all(losses) and (not job.acks_late or bool(bad["lenient"]))
         row.lost += 1
         row.explained += explained
         row.forbidden += not explained
-        what = "never reached its end" if job.kind != "retry" else "never reached its last attempt"
+        what = {"retry": "never reached its last attempt", "revoke": "never reached REVOKED"}.get(
+            job.kind, "never reached its end"
+        )
         out.append(
             Anomaly(
                 row.guarantee,
@@ -413,6 +543,10 @@ def _judge_job(row: Row, job: Job, bad: Mapping[str, str], losses: list[str], ou
                 "its lost calls are explained" if explained else "",
             )
         )
+    elif bad["unexpected"]:
+        row.unexpected += 1
+        row.forbidden += 1
+        out.append(Anomaly(row.guarantee, "unexpected", subject, f"ran though revoked: {bad['unexpected']}", True))
     elif bad["wrong"]:
         row.wrong += 1
         row.forbidden += 1

@@ -326,11 +326,13 @@ def local_ports(pids: set[int], remote_port: int) -> set[int]:
 # -- worker logs ------------------------------------------------------------------------------------------------
 @attrs.frozen
 class LogFacts:
-    """What one worker log shows: the task ids it names (and when, last), child processes that died, tracebacks."""
+    """What one worker log shows: the task ids it names (and when, last), child processes that died, tracebacks,
+    and when it could not read the revocation log (simq.revoke's warning: it went on with what it knew)."""
 
     task_ids: Mapping[str, float]
     child_exits: tuple[str, ...]
     tracebacks: int
+    revocation_read_failures: tuple[float, ...] = ()
 
 
 _STAMP = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3})")
@@ -345,6 +347,7 @@ def scan_log(path: str, run: str) -> LogFacts:
     pattern = re.compile(re.escape(run) + r"\.j\d+\.\w+")
     when = 0.0
     exits = []
+    unread = []
     for line in text.splitlines():
         stamp = _STAMP.match(line)
         if stamp:  # logging's default asctime, in local time
@@ -354,7 +357,9 @@ def scan_log(path: str, run: str) -> LogFacts:
         # "child N exited with ..." (a pool that restarts its children), "pool child N (pid P) died running a job"
         if re.search(r"child \d+ .*(exited|died)", line):
             exits.append(line.strip())
-    return LogFacts(ids, tuple(exits), text.count("Traceback (most recent call last)"))
+        if "cannot read the revocation log" in line:
+            unread.append(when)
+    return LogFacts(ids, tuple(exits), text.count("Traceback (most recent call last)"), tuple(unread))
 
 
 def tail(path: str, lines: int = 15) -> str:

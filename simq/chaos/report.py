@@ -36,6 +36,7 @@ def report(out: TextIO, transport: str, seed: int, replay: str, verdict: checker
     """The ledger table, every anomaly (forbidden first; all of them in ``anomalies.txt``), the crashed workers' logs."""
     out.write(f"\n== ledger on {redact_url(transport)}, seed {seed} ({took:.0f} s wall)\n")
     out.write(verdict.table() + "\n")
+    out.write(f"   {verdict.kinds_line()}\n")
     forbidden = [a for a in verdict.anomalies if a.forbidden]
     allowed = [a for a in verdict.anomalies if not a.forbidden]
     lines = [a.line() for a in forbidden] + [a.line() for a in allowed]

@@ -105,6 +105,7 @@ class _Sender:
     started: float
     deadline: float
     status: dict[int, str] = attrs.field(factory=dict)
+    revokes: dict[int, workload.RevokeRecord] = attrs.field(factory=dict)
     refusals: list[tuple[float, str]] = attrs.field(factory=list)
     calls: int = 0
     stop: threading.Event = attrs.field(factory=threading.Event)
@@ -116,6 +117,7 @@ class _Sender:
                 self._clock.sleep(min(0.05, self.started + job.at - self._clock.now))
             if self.stop.is_set() or self._clock.now > self.deadline:
                 return
+            began = self._clock.now
             try:
                 workload.send_job(self.app, job, self.run)
             except Exception as exc:  # noqa: BLE001 - a refused send is data: the checker judges it
@@ -123,6 +125,8 @@ class _Sender:
                 self.refusals.append((self._clock.now, f"job {job.index}: {type(exc).__name__}: {exc}"))
             else:
                 self.status[job.index] = "sent"
+                if job.kind == "revoke":  # right after the send, as a user would: before the countdown runs out
+                    self.revokes[job.index] = workload.revoke_job(self.app, job, self.run, began, self._clock)
             self.calls += len(job.nodes)
 
 
@@ -331,10 +335,12 @@ def _observe(config: Config, run: str, jobs: tuple[workload.Job, ...], sender: _
     handles = [n.task_id(run) for j in jobs for n in j.handles]
     results = {m.task_id: (m.state, m.result) for m in app.backend.get_many(handles)}
     log_ids: dict[int, Mapping[str, float]] = {}
+    unread: dict[int, tuple[float, ...]] = {}
     child_exits: list[str] = []
     for r in sup.history:
         facts = procs.scan_log(r.log_path, run)
         log_ids[r.pid] = facts.task_ids
+        unread[r.pid] = facts.revocation_read_failures
         child_exits += [f"{r.name}: {line}" for line in facts.child_exits]
     dead = None
     if not config.is_amqp:
@@ -359,4 +365,6 @@ def _observe(config: Config, run: str, jobs: tuple[workload.Job, ...], sender: _
         poison=tuple(p for rec in nem.records for p in rec.poison),
         dead_letters=dead,
         refused_while_up=refused_up,
+        revokes=dict(sender.revokes),
+        unread_revocations=unread,
     )

@@ -3,7 +3,9 @@
 Each task is registered twice, as ``chaos.late.<name>`` (``acks_late=True``)
 and ``chaos.early.<name>`` (acknowledged when it starts), and writes the
 ledger (``start`` on entry, ``end`` with its outcome and value before it
-returns). Every task but the canary takes a keyword-only ``key``, so a
+returns). A body's ``sleep`` is slept in short steps (``nap``), so a time limit
+raised in a threads-pool thread lands within a step, as the docs tell users
+to write such tasks. Every task but the canary takes a keyword-only ``key``, so a
 mangled or forged message that names one of them, without that key, can never
 enter its body. ``chaos.canary`` is what the campaign's poison names when it
 is well formed enough to run: any run of it is in the ledger, and the checker
@@ -20,9 +22,10 @@ from simq.app import App
 from simq.chaos.ledger import Event, Ledger
 from simq.clock import WallClock
 
-__all__ = ["ACK_MODES", "DeliberateFailure", "WrongInput", "build_app", "from_env", "task_name"]
+__all__ = ["ACK_MODES", "NAP_STEP", "DeliberateFailure", "WrongInput", "build_app", "from_env", "nap", "task_name"]
 
 ACK_MODES = {"late": True, "early": False}
+NAP_STEP = 0.05  # seconds: the longest a body sleeps at once
 ENV = ("SIMQ_CHAOS_BROKER", "SIMQ_CHAOS_BACKEND", "SIMQ_CHAOS_LEDGER", "SIMQ_CHAOS_RUN")
 
 
@@ -36,6 +39,13 @@ class WrongInput(Exception):
 
 def task_name(mode: str, name: str) -> str:
     return f"chaos.{mode}.{name}"
+
+
+def nap(clock: WallClock, seconds: float) -> None:
+    """Sleep ``seconds`` in steps of at most ``NAP_STEP``: a limit raised in the thread between steps ends it."""
+    until = clock.monotonic() + seconds
+    while (left := until - clock.monotonic()) > 0:
+        clock.sleep(min(NAP_STEP, left))
 
 
 def _register(app: App, ledger: Ledger, mode: str, acks_late: bool) -> None:
@@ -55,21 +65,21 @@ def _register(app: App, ledger: Ledger, mode: str, acks_late: bool) -> None:
     @app.task(bind=True, name=task_name(mode, "add"), acks_late=acks_late)
     def add(self: Any, x: int, y: int, *, key: str, sleep: float = 0.0) -> int:
         begin(self)
-        clock.sleep(sleep)
+        nap(clock, sleep)
         end(self, "ok", x + y)
         return x + y
 
     @app.task(bind=True, name=task_name(mode, "mul"), acks_late=acks_late)
     def mul(self: Any, x: int, factor: int, *, key: str, sleep: float = 0.0) -> int:
         begin(self)
-        clock.sleep(sleep)
+        nap(clock, sleep)
         end(self, "ok", x * factor)
         return x * factor
 
     @app.task(bind=True, name=task_name(mode, "total"), acks_late=acks_late)
     def total(self: Any, values: list[Any], *, key: str, sleep: float = 0.0) -> int:
         begin(self)
-        clock.sleep(sleep)
+        nap(clock, sleep)
         if not isinstance(values, list) or not all(type(v) is int for v in values):
             end(self, "fail", values)
             raise WrongInput(f"{key}: chord body got {values!r}, not a list of ints")
@@ -79,7 +89,7 @@ def _register(app: App, ledger: Ledger, mode: str, acks_late: bool) -> None:
     @app.task(bind=True, name=task_name(mode, "fail"), acks_late=acks_late)
     def fail(self: Any, x: int, *, key: str, sleep: float = 0.0) -> None:
         begin(self)
-        clock.sleep(sleep)
+        nap(clock, sleep)
         end(self, "fail", x)
         raise DeliberateFailure(f"{key} fails on purpose")
 

@@ -1,13 +1,16 @@
 """The jobs a seed draws, how each is sent, and what the oracle expects of it.
 
 A ``Job`` is one call of the API: a plain task, a retrying task, a failing
-task, a chain, a group, a chord, or a chain holding a chord (the shape
-Celery's threads pool got wrong: ``chain(a, group(b, c), d)``). Its ``Node``s
+task, a chain, a group, a chord, a chain holding a chord (the shape
+Celery's threads pool got wrong: ``chain(a, group(b, c), d)``), a task sent
+with a countdown and revoked at once (``revoke``), or a task with a
+``time_limit`` whose body sleeps far past it (``time-limit``). Its ``Node``s
 are the task calls it makes, each with a task id fixed by the campaign
 (``<run>.<job>.<node>``), so the ledger, the worker logs and the result backend
 all name the same call, and what each node must do: finish ``ok`` with a
-value, ``fail`` on purpose, or ``never`` run (it follows a failure in a chain
-or sits behind a failed chord header). Every choice comes from the
+value, ``fail`` on purpose, ``never`` run (it follows a failure in a chain
+or sits behind a failed chord header), be ``revoked`` (never run, REVOKED),
+or be cut off at its ``limit`` (FAILURE with TimeLimitExceeded). Every choice comes from the
 ``random.Random`` handed in, so one seed gives one workload.
 """
 
@@ -23,12 +26,17 @@ from simq.chaos.tasks import task_name
 
 if TYPE_CHECKING:
     from simq.app import App
+    from simq.clock import WallClock
 
-__all__ = ["KINDS", "Job", "Node", "draw_workload", "send_job"]
+__all__ = ["KINDS", "Job", "Node", "RevokeRecord", "draw_workload", "revoke_job", "send_job"]
 
-KINDS = ("task", "retry", "fail", "chain", "group", "chord", "chain-chord")
-_WEIGHTS = (26, 10, 5, 17, 12, 20, 10)
+KINDS = ("task", "retry", "fail", "chain", "group", "chord", "chain-chord", "revoke", "time-limit")
+_WEIGHTS = (26, 10, 5, 17, 12, 20, 10, 6, 4)  # the first seven as before the last two came: their odds among them hold
 _SLEEPS = (0.0, 0.0, 0.0, 0.02, 0.1, 0.3, 0.8)
+#: A revoke job's countdown: long enough that a revoke written at once beats the eta by more than a poll interval.
+REVOKE_COUNTDOWNS = (3.0, 4.0, 5.0)
+#: A time-limit job's hard limit, and how long its body would sleep without one.
+TIME_LIMIT, LIMITED_SLEEP = 2.0, 20.0
 
 
 @attrs.frozen
@@ -39,9 +47,9 @@ class Node:
     task: str  # add | mul | total | fail | flaky
     args: tuple[int, ...]  # its own arguments (a chain's later links get the parent's value first)
     options: tuple[tuple[str, Any], ...]  # extra keyword arguments: sleep, fails, countdown
-    expect: str  # "ok" | "fail" | "never"
-    value: Any  # what its final ledger ``end`` records (a chord body: the header values it got)
-    result: Any  # what the result backend holds for it when ``ok`` (a chord body: their sum)
+    expect: str  # "ok" | "fail" | "never" | "revoked" | "limit"
+    value: Any  # what its final ledger ``end`` records (a chord body: the header values it got; revoked: had it run)
+    result: Any  # what the result backend holds for it when ``ok`` (a chord body: their sum; revoked: had it run)
 
     def task_id(self, run: str) -> str:
         return f"{run}.{self.key}"
@@ -57,6 +65,8 @@ class Job:
     at: float
     nodes: tuple[Node, ...]
     priority: int | None = None
+    countdown: float | None = None  # revoke: sent with this countdown, revoked right after
+    time_limit: float | None = None  # time-limit: the call's hard limit (Celery's ``timelimit`` header)
 
     @property
     def mode(self) -> str:
@@ -71,12 +81,16 @@ class Job:
         """The final state the backend must show for a handle node."""
         if node.expect == "ok":
             return "SUCCESS"
-        return "FAILURE"  # failed on purpose, or the chain / chord it ends failed
+        if node.expect == "revoked":
+            return "REVOKED"
+        return "FAILURE"  # failed on purpose, the chain / chord it ends failed, or cut off at its time limit
 
     def line(self) -> str:
         nodes = " ".join(f"{n.task}{list(n.args)}{'!' if n.expect == 'fail' else ''}" for n in self.nodes)
-        prio = f" priority={self.priority}" if self.priority is not None else ""
-        return f"t+{self.at:6.2f}s job {self.index:4d} {self.kind:<11} acks={self.mode:<5}{prio} {nodes}"
+        extra = f" priority={self.priority}" if self.priority is not None else ""
+        extra += f" countdown={self.countdown:g}" if self.countdown is not None else ""
+        extra += f" time_limit={self.time_limit:g}" if self.time_limit is not None else ""
+        return f"t+{self.at:6.2f}s job {self.index:4d} {self.kind:<11} acks={self.mode:<5}{extra} {nodes}"
 
 
 def _sleep(rng: random.Random) -> float:
@@ -90,6 +104,7 @@ def _node(key: str, task: str, args: tuple[int, ...], expect: str, value: Any, r
 def _draw_job(rng: random.Random, index: int, kind: str, acks_late: bool, at: float) -> Job:
     j = f"j{index}"
     priority = None
+    countdown = time_limit = None
     nodes: list[Node] = []
     if kind == "task":
         x, y = rng.randrange(1000), rng.randrange(1000)
@@ -162,9 +177,17 @@ def _draw_job(rng: random.Random, index: int, kind: str, acks_late: bool, at: fl
             values.append(first * factor)
             nodes.append(_node(f"{j}.g{i}", "mul", (factor,), "ok", first * factor, first * factor, sleep=_sleep(rng)))
         nodes.append(_node(f"{j}.body", "total", (), "ok", values, sum(values), sleep=_sleep(rng)))
+    elif kind == "revoke":
+        x, y = rng.randrange(1000), rng.randrange(1000)
+        countdown = rng.choice(REVOKE_COUNTDOWNS)
+        nodes.append(_node(f"{j}.n0", "add", (x, y), "revoked", x + y, x + y))
+    elif kind == "time-limit":
+        x, y = rng.randrange(1000), rng.randrange(1000)
+        time_limit = TIME_LIMIT
+        nodes.append(_node(f"{j}.n0", "add", (x, y), "limit", None, None, sleep=LIMITED_SLEEP))
     else:  # pragma: no cover - KINDS is closed
         raise ValueError(f"unknown job kind {kind!r}")
-    return Job(index, kind, acks_late, round(at, 3), tuple(nodes), priority)
+    return Job(index, kind, acks_late, round(at, 3), tuple(nodes), priority, countdown, time_limit)
 
 
 def draw_workload(
@@ -206,8 +229,12 @@ def send_job(app: App, job: Job, run: str) -> None:
     opts: dict[str, Any] = {"mandatory": True}
     if job.priority is not None:
         opts["priority"] = job.priority
+    if job.countdown is not None:
+        opts["countdown"] = job.countdown
+    if job.time_limit is not None:
+        opts["time_limit"] = job.time_limit
     sigs = [_signature(app, job, node, run) for node in job.nodes]
-    if job.kind in ("task", "retry", "fail"):
+    if job.kind in ("task", "retry", "fail", "revoke", "time-limit"):
         (node,) = job.nodes
         task = app.tasks[task_name(job.mode, node.task)]
         task.apply_async(node.args, {"key": node.key, **dict(node.options)}, task_id=node.task_id(run), **opts)
@@ -221,3 +248,22 @@ def send_job(app: App, job: Job, run: str) -> None:
         chain(sigs[0], group(sigs[1:-1], app=app), sigs[-1], app=app).apply_async(**opts)
     else:  # pragma: no cover
         raise ValueError(f"unknown job kind {job.kind!r}")
+
+
+@attrs.frozen
+class RevokeRecord:
+    """What the sender saw of one revoke: when the send began, when ``revoke()`` returned, or what it raised."""
+
+    sent: float  # wall-clock time just before the send: the eta is at least ``sent + countdown``
+    returned: float | None  # wall-clock time ``revoke()`` returned; None when it raised
+    error: str = ""  # "<type>: <message>" when it raised: the revoke may or may not be in the log
+
+
+def revoke_job(app: App, job: Job, run: str, sent: float, clock: WallClock) -> RevokeRecord:
+    """Revoke a sent ``revoke`` job through ``AsyncResult.revoke()``; a revoke that raises is recorded, not raised."""
+    (node,) = job.nodes
+    try:
+        app.AsyncResult(node.task_id(run)).revoke()
+    except Exception as exc:  # noqa: BLE001 - an impossible revoke is data: the checker relaxes the guarantee
+        return RevokeRecord(sent, None, f"{type(exc).__name__}: {exc}")
+    return RevokeRecord(sent, clock.now)
