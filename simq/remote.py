@@ -23,6 +23,7 @@ import attrs
 
 from simq.exceptions import BrokerUnavailable, ConfigurationError, SimqError
 from simq.request import Request
+from simq.revoke import LogTail
 
 if TYPE_CHECKING:
     from collections import deque
@@ -314,9 +315,12 @@ class Remote:
     interval: float = 1.0
     #: True in a simulation: a command heard in-process runs at once (one thread runs everything).
     immediate: bool = False
-    _seen: int = attrs.field(default=0, init=False)
+    _log: LogTail = attrs.field(init=False)
     _next_poll: float = attrs.field(default=0.0, init=False)
     _started: bool = attrs.field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._log = LogTail(self.backend, COUNTER, entry_key)
 
     @property
     def backend(self) -> Any:
@@ -326,7 +330,7 @@ class Remote:
         """From now on: commands written before this are not this worker's."""
         self.backend.listeners.append(self._heard)
         try:
-            self._seen = self.backend.incr(COUNTER, 0)
+            self._log.start_at_end()
         except BrokerUnavailable as exc:
             log.warning("cannot read the control log yet: %s", exc)
         self._next_poll = self.worker.clock.now + self.interval
@@ -354,17 +358,8 @@ class Remote:
     def poll(self) -> None:
         """Run the commands written since the last read."""
         self._next_poll = self.worker.clock.now + self.interval
-        backend = self.backend
-        last = backend.incr(COUNTER, 0)
-        if last < self._seen:  # the counter expired and began again
-            self._seen = 0
-        if last <= self._seen:
-            return
-        numbers = range(self._seen + 1, last + 1)
-        self._seen = last
-        for raw in backend.get_records([entry_key(n) for n in numbers]):
-            if raw is not None:
-                self.run(Command.decode(raw))
+        for raw in self._log.read():
+            self.run(Command.decode(raw))
 
     def run(self, command: Command) -> None:
         worker = self.worker

@@ -116,6 +116,60 @@ def write(app: App, entry: Revocation) -> None:
         listener(n, entry)
 
 
+#: A log entry missing from the newest ones may be still on its way (its writer counts first,
+#: then writes): it is read again at the next reads, this many times, before it counts as expired.
+IN_FLIGHT_READS = 10
+#: How far back from the newest entry a missing one may still be on its way.
+IN_FLIGHT_WINDOW = 64
+
+
+@attrs.define(eq=False)
+class LogTail:
+    """Reads what is new in one log of the result backend (a counter, one record per entry).
+
+    A writer counts first and writes second, so an entry can be missing for
+    a moment: a missing one among the newest is read again at the next
+    reads, not skipped for good.
+    """
+
+    backend: Backend
+    counter: str
+    key: Callable[[int], str]
+    seen: int = 0
+    _missing: dict[int, int] = attrs.field(factory=dict, init=False)  # entry number -> reads left
+
+    def start_at_end(self) -> None:
+        """From now on only entries written after this (commands are not replayed)."""
+        self.seen = self.backend.incr(self.counter, 0)
+
+    def read(self, limit: int = MAX_REMEMBERED) -> list[bytes]:
+        """The records of the entries written since the last read (and of those that were missing), in order."""
+        last = self.backend.incr(self.counter, 0)
+        if last < self.seen:  # the counter expired and began again: the new log from its start
+            self.seen = 0
+            self._missing.clear()
+        first = max(self.seen + 1, last - limit + 1)
+        numbers = sorted(self._missing) + list(range(first, last + 1))
+        if not numbers:
+            return []
+        out = []
+        for number, raw in zip(numbers, self.backend.get_records([self.key(n) for n in numbers]), strict=True):
+            if raw is not None:
+                self._missing.pop(number, None)
+                out.append(raw)
+            elif number > self.seen:
+                if number > last - IN_FLIGHT_WINDOW:
+                    self._missing[number] = IN_FLIGHT_READS
+            else:
+                left = self._missing.get(number, 1) - 1
+                if left > 0:
+                    self._missing[number] = left
+                else:
+                    self._missing.pop(number, None)
+        self.seen = max(self.seen, last)
+        return out
+
+
 @attrs.define(eq=False)
 class Revocations:
     """What one worker knows is revoked, kept up to date from the log in ``backend``."""
@@ -126,8 +180,11 @@ class Revocations:
     #: Called with each revocation that says ``terminate`` (the worker ends what it runs of it).
     on_terminate: Callable[[Revocation], None] | None = None
     ids: OrderedDict[str, Revocation] = attrs.field(factory=OrderedDict, init=False)
-    _seen: int = attrs.field(default=0, init=False)
+    _log: LogTail = attrs.field(init=False)
     _next_poll: float = attrs.field(default=0.0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._log = LogTail(self.backend, COUNTER, entry_key)
 
     def start(self) -> None:
         """Read the whole log (what expired is gone) and listen for entries written in this process."""
@@ -141,16 +198,8 @@ class Revocations:
     def poll(self) -> None:
         """Read the entries written since the last read (one counter read when there are none)."""
         self._next_poll = self.clock.now + self.interval
-        last = self.backend.incr(COUNTER, 0)
-        if last < self._seen:  # the counter expired and started again: read the new log whole
-            self._seen = 0
-        if last <= self._seen:
-            return
-        first = max(self._seen + 1, last - MAX_REMEMBERED + 1)
-        for raw in self.backend.get_records([entry_key(n) for n in range(first, last + 1)]):
-            if raw is not None:
-                self._learn(Revocation.decode(raw))
-        self._seen = last
+        for raw in self._log.read():
+            self._learn(Revocation.decode(raw))
 
     def poll_if_due(self) -> None:
         """``poll`` once the interval has passed; an unreachable backend is logged and tried again later."""
@@ -163,9 +212,7 @@ class Revocations:
     def _heard(self, number: int, entry: Any) -> None:
         if not isinstance(entry, Revocation):
             return  # a control command: simq.remote's
-        if number == self._seen + 1:
-            self._seen = number
-        self._learn(entry)
+        self._learn(entry)  # the next poll may read it again: learning twice changes nothing
 
     def _learn(self, entry: Revocation) -> None:
         ids = self.ids

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from simq.exceptions import MessageRejected, TimeLimitExceeded, WorkerLostError
+from simq.exceptions import BrokerUnavailable, MessageRejected, TimeLimitExceeded, WorkerLostError
 from simq.revoke import Revocation, signal_number
 
 if TYPE_CHECKING:
@@ -146,6 +146,8 @@ class Settling:
         """``request`` was revoked before it ran: store REVOKED, acknowledge, never run it."""
         message = request.message
         meta = self.backend.mark_as_revoked(message.id, reason)  # type: ignore[union-attr]
+        if not self._confirmed(request, "REVOKED"):
+            return
         self.ack(request)
         self.stats.revoked += 1
         log.info(
@@ -156,6 +158,25 @@ class Settling:
         )
         for hook in self._hooks.on_revoked:
             hook(self.executor, request, meta.result, reason)
+
+    def _confirmed(self, request: Request, state: str) -> bool:
+        """Is what was just stored for ``request`` confirmed? If not, its message goes back to be settled again."""
+        try:
+            self.backend.sync()  # type: ignore[union-attr]
+            return True
+        except BrokerUnavailable as exc:
+            if request.acked:
+                log.error("Task %s[%s]: its %s state may be lost: %s", request.name, request.id, state, exc)
+                return True
+            log.warning(
+                "Task %s[%s]: %s could not be stored (%s); given back to the broker to be settled again",
+                request.name,
+                request.id,
+                state,
+                exc,
+            )
+            self.transport.reject(request.delivery, requeue=True, reason="result backend unreachable")
+            return False
 
     def _terminate(self, entry: Revocation) -> None:
         """A revoke with ``terminate=True``: end what this worker's pool runs of those ids."""
@@ -170,6 +191,8 @@ class Settling:
     def _expired(self, request: Request) -> None:
         message = request.message
         meta = self.backend.mark_as_revoked(message.id, "expired before it could run")  # type: ignore[union-attr]
+        if not self._confirmed(request, "REVOKED (expired)"):
+            return
         self.ack(request)
         self.stats.revoked += 1
         log.info("Task %s[%s] expired before it could run: revoked", message.task, message.id)

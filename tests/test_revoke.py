@@ -151,3 +151,39 @@ def test_an_unreachable_backend_is_logged_and_read_again_later(caplog):
     clock.advance(2)
     reader.poll_if_due()
     assert len(calls) == 2
+
+
+def test_an_entry_counted_but_not_yet_written_is_read_when_it_arrives():
+    clock = VirtualClock()
+    backend = _log(clock)
+    reader = Revocations(backend, clock, 1.0)
+    reader.poll()
+    backend.incr(COUNTER)  # a revoke in another process has counted its entry, not written it yet
+    reader.poll()
+    assert len(reader) == 0
+    backend.put_record(entry_key(1), Revocation(("late",)).encode())
+    reader.poll()
+    assert "late" in reader
+
+
+def test_a_revoked_task_is_acknowledged_only_once_revoked_is_stored(app, monkeypatch):
+    from simq.exceptions import BrokerUnavailable
+
+    calls = []
+    original = MemoryBackend.sync
+
+    def flaky_sync(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise BrokerUnavailable("redis went away")
+        original(self)
+
+    with app.simulate() as sim:
+        r = app.work.apply_async((1,), countdown=5)
+        r.revoke()
+        monkeypatch.setattr(MemoryBackend, "sync", flaky_sync)
+        sim.run_until_idle()
+        (worker,) = sim.worker_list
+        assert len(calls) >= 2  # the first discard was given back, the redelivery discarded again
+        assert worker.stats.revoked == 1 and r.state == states.REVOKED
+    assert app.ran == []
