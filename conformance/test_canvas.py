@@ -596,3 +596,25 @@ def test_a_result_set_gathers_results_of_separate_calls(backend):
         failing.get(timeout=30)
     assert failing.failed()
     assert failing.get(timeout=30, propagate=False)[0] == 25
+
+
+def test_a_signatures_args_kwargs_and_options_can_be_set(backend):
+    from simq.exceptions import ConfigurationError
+
+    app = backend.app()
+
+    @app.task
+    def add(x, y):
+        return x + y
+
+    sig = add.s(1, 1)
+    sig.args = (20,)
+    sig.kwargs = {"y": 22}
+    sig.options = {"priority": 3}
+    assert (sig.args, sig.kwargs, sig.options) == ((20,), {"y": 22}, {"priority": 3})
+    assert sig.delay().get(timeout=30) == 42
+    assert (add.s(1, 1) | add.s(2)).apply_async().get(timeout=30) == 4
+    with pytest.raises(ConfigurationError, match="args"):
+        sig.args = "20"
+    with pytest.raises(ConfigurationError, match="kwargs"):
+        sig.kwargs = {1: 2}

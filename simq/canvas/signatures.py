@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from simq.exceptions import InvalidSignature
+from simq.exceptions import ConfigurationError, InvalidSignature
 from simq.shared import current_app
 
 if TYPE_CHECKING:
@@ -98,13 +98,31 @@ class Signature(dict[str, Any]):
     def args(self) -> tuple[Any, ...]:
         return tuple(self["args"])
 
+    @args.setter
+    def args(self, value: Sequence[Any]) -> None:  # Celery's signatures let these be set
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+            raise ConfigurationError(f"a signature's args must be a list or tuple, got {value!r}")
+        self["args"] = tuple(value)
+
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self["kwargs"])
 
+    @kwargs.setter
+    def kwargs(self, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise ConfigurationError(f"a signature's kwargs must be a dict with string keys, got {value!r}")
+        self["kwargs"] = dict(value)
+
     @property
     def options(self) -> dict[str, Any]:
         return dict(self["options"])
+
+    @options.setter
+    def options(self, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(f"a signature's options must be a dict, got {value!r}")
+        self["options"] = dict(value)
 
     @property
     def immutable(self) -> bool:
