@@ -7,7 +7,6 @@ workers, and run in no real time in the simulation.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 
 import pytest
@@ -48,6 +47,10 @@ def test_autoretry_gives_up_after_max_retries_with_the_tasks_exception(backend):
     assert r.state == states.FAILURE
 
 
+@pytest.mark.simq_in_process(
+    "a receiver connected in the test is not connected in a deployed worker's process; "
+    "tests/test_deployed_worker.py::TestSignalsOnPools checks the order there with the app module's receivers"
+)
 def test_task_signals_fire_around_a_task_in_order(backend):
     app = backend.app()
     heard = backend.record()
@@ -89,19 +92,6 @@ def test_forget_removes_a_result_and_result_expires_ends_it(backend):
         return  # eager results live in this process; their expiry is tests/test_result_expires.py's
     backend.advance(61 if backend.virtual else 3)
     assert app.AsyncResult(kept.id).state == states.PENDING  # expired: as if it never ran
-
-
-def test_max_tasks_per_child_replaces_a_processes_pools_child(backend):
-    if not (backend.deployed and backend.name.startswith("worker-processes")):
-        pytest.skip("worker_max_tasks_per_child is a processes pool setting (others refuse it)")
-    app = backend.app(worker_concurrency=1, worker_max_tasks_per_child=2)
-
-    @app.task
-    def whoami():
-        return os.getpid()
-
-    pids = [whoami.delay().get(timeout=60) for _ in range(5)]
-    assert len(set(pids)) == 3 and pids[0] == pids[1] != pids[2] == pids[3] != pids[4]
 
 
 def test_bad_retry_policies_are_refused_where_they_are_given(backend):
