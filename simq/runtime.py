@@ -12,6 +12,7 @@ signing, the worker) is the same code in both.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import uuid
 import weakref
@@ -21,7 +22,7 @@ from urllib.parse import urlsplit
 
 from simq.clock import WallClock
 from simq.connection import ProducerPool
-from simq.exceptions import ConfigurationError, SimulationIdle
+from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError, SimulationIdle
 
 if TYPE_CHECKING:
     from simq.app import App
@@ -80,6 +81,14 @@ class Runtime(Protocol):
     def queue_added(self, queue: Queue) -> None:
         """Routing created ``queue`` (``task_create_missing_queues``): make it exist where messages go."""
         ...
+
+
+log = logging.getLogger("simq.worker")
+
+#: Seconds a running task's own send (the next chain link, a chord body, a callback, a retry) keeps
+#: trying across a broker outage: its own message may be acknowledged already (early acks), so
+#: giving up at once would lose what follows it.
+TASK_SEND_PATIENCE = 60.0
 
 
 class WallRuntime:
@@ -153,10 +162,31 @@ class WallRuntime:
             batch.append((envelope, exchange, routing_key))  # published when batched() ends
             return
         # a connection that failed is dropped, never reused; a pooled one the broker closed is replaced
-        self.pool.run(
+        self._send(
             lambda t: t.publish(envelope, exchange, routing_key, mandatory=mandatory, immediate=immediate),
             connect_timeout,
         )
+
+    def _send(self, fn: Any, connect_timeout: float | None = None) -> None:
+        """Run ``fn`` on a pooled connection; from a running task, again across a broker outage."""
+        if self.app.current_request() is None:
+            self.pool.run(fn, connect_timeout)
+            return
+        clock = self._clock
+        deadline = clock.now + TASK_SEND_PATIENCE
+        delay = 0.1
+        while True:
+            try:
+                self.pool.run(fn, connect_timeout)
+                return
+            except AccessRefused:
+                raise
+            except BrokerUnavailable as exc:
+                if clock.now + delay > deadline:
+                    raise
+                log.warning("a task's send could not reach the broker (%s); trying again in %.1f s", exc, delay)
+                clock.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
@@ -170,7 +200,7 @@ class WallRuntime:
         finally:
             self._local.batch = None
             if batch:
-                self.pool.run(lambda t: t.publish_many(batch))
+                self._send(lambda t: t.publish_many(batch))
 
     def wait(self, task_id: str, timeout: float | None) -> ResultMeta:
         if urlsplit(self.app.conf.broker_url).scheme == "memory":

@@ -272,3 +272,37 @@ def _drop_broker_connections(kind: str) -> None:
         assert kill_redis_connections(os.getpid()) > 0
     else:
         assert kill_rabbitmq_connections(os.getpid(), reason="simq test: broker restart") > 0
+
+
+def test_a_running_tasks_send_keeps_trying_across_a_broker_outage(monkeypatch):
+    from simq import App
+    from simq import runtime as runtime_module
+    from simq.exceptions import AccessRefused, BrokerUnavailable
+
+    app = App("outage", broker="amqp://127.0.0.1:1//")
+    runtime = runtime_module.WallRuntime(app)
+    calls = []
+
+    class Pool:
+        def run(self, fn, connect_timeout=None):
+            calls.append(1)
+            if len(calls) < 3:
+                raise BrokerUnavailable("stop_app")
+
+    monkeypatch.setattr(runtime_module.WallRuntime, "pool", Pool())
+    monkeypatch.setattr(runtime_module.WallClock, "sleep", lambda self, seconds: None)
+    with pytest.raises(BrokerUnavailable):  # a client's send fails at once, as before
+        runtime._send(lambda t: None)
+    assert len(calls) == 1
+    calls.clear()
+    app.enter_task(object())  # now the send comes from a running task (the next chain link, a chord body)
+    runtime._send(lambda t: None)
+    assert len(calls) == 3
+
+    class Refusing:
+        def run(self, fn, connect_timeout=None):
+            raise AccessRefused("bad password")
+
+    monkeypatch.setattr(runtime_module.WallRuntime, "pool", Refusing())
+    with pytest.raises(AccessRefused):  # refused credentials are not an outage
+        runtime._send(lambda t: None)
