@@ -70,6 +70,7 @@ def test_cli_control_revoke_writes_the_revocation_log(tmp_path, monkeypatch, cap
         assert "revoked 2 task id(s) (terminate)" in capsys.readouterr().out
         assert main(["control", "revoke", "id-3", "-A", "cliapp_revoke:app", "--signal", "NOPE"]) == 2
         assert "must name a signal" in capsys.readouterr().err
+        app.backend.delete_namespace()  # the revocation log too
         delete_app_data(app)
     finally:
         sys.modules.pop("cliapp_revoke", None)
