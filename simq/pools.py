@@ -61,6 +61,12 @@ class Pool:
     """Runs jobs for one worker; ``free()`` says how many more it can start now."""
 
     size: int = 1
+    if TYPE_CHECKING:  # what the pools below have, and shrink / _start_slot use
+        _slots: _Slots
+        _jobs: queue_module.SimpleQueue[_Job | None]
+        _threads: list[threading.Thread]
+
+        def _serve(self, index: int) -> None: ...
 
     def free(self) -> int:
         raise NotImplementedError
@@ -87,8 +93,23 @@ class Pool:
         raise ConfigurationError(f"the {type(self).__name__} cannot grow")
 
     def shrink(self, n: int) -> int:
-        """Take ``n`` slots away once they are idle, keeping one at least (``app.control.pool_shrink``); the new size."""
-        raise ConfigurationError(f"the {type(self).__name__} cannot shrink")
+        """Take ``n`` slots away once they are idle, keeping one at least (``app.control.pool_shrink``); the new size.
+
+        The next ``n`` slots to be idle each take a stop mark from the job queue and end
+        (a processes pool's slot stops its child as it does).
+        """
+        n = min(n, self.size - 1)
+        self._slots.resize(-n)
+        self.size -= n
+        for _ in range(n):
+            self._jobs.put(None)
+        return self.size
+
+    def _start_slot(self, index: int, name: str) -> None:
+        """Start the thread serving slot ``index``."""
+        thread = threading.Thread(target=self._serve, args=(index,), name=f"{name}-{index + 1}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
 
     def abandon(self) -> None:
         """A warm shutdown's deadline passed: report every running job as given back, and take no new ones.
@@ -203,9 +224,7 @@ class ThreadPool(Pool):
     def __attrs_post_init__(self) -> None:
         self._slots = _Slots(self.size)
         for index in range(self.size):
-            thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-pool-{index + 1}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._start_slot(index, "simq-pool")
 
     def free(self) -> int:
         return self._slots.free()
@@ -220,20 +239,9 @@ class ThreadPool(Pool):
 
     def grow(self, n: int) -> int:
         for _ in range(n):
-            index = len(self._threads)
-            thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-pool-{index + 1}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._start_slot(len(self._threads), "simq-pool")
         self._slots.resize(n)
         self.size += n
-        return self.size
-
-    def shrink(self, n: int) -> int:
-        n = min(n, self.size - 1)
-        self._slots.resize(-n)
-        self.size -= n
-        for _ in range(n):
-            self._jobs.put(None)  # the next n threads to be idle take one and end
         return self.size
 
     def abandon(self) -> None:
@@ -346,9 +354,7 @@ class ProcessPool(Pool):
                 child.process.join(timeout=5)
             raise
         for index in range(self.size):
-            thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-child-{index + 1}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._start_slot(index, "simq-child")
 
     @property
     def pids(self) -> list[int]:
@@ -361,20 +367,9 @@ class ProcessPool(Pool):
             child = self._spawn(index)
             self._await_ready(child, self.ready_timeout)
             self._children.append(child)
-            thread = threading.Thread(target=self._serve, args=(index,), name=f"simq-child-{index + 1}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            self._start_slot(index, "simq-child")
         self._slots.resize(n)
         self.size += n
-        return self.size
-
-    def shrink(self, n: int) -> int:
-        """Stop ``n`` children as they become idle (each finishes the job it runs)."""
-        n = min(n, self.size - 1)
-        self._slots.resize(-n)
-        self.size -= n
-        for _ in range(n):
-            self._jobs.put(None)  # the slot that takes it stops its child
         return self.size
 
     def _spawn(self, index: int) -> _Child:
