@@ -355,3 +355,25 @@ class TestChordFailureEdges:
                 r.get()
             assert r.parent.results[0].get() == {1, 2}  # the header task itself succeeded
         assert isinstance(info.value.__cause__, EncodeError)
+
+
+def test_a_tasks_children_and_result_are_stored_before_the_next_link_is_sent(app, monkeypatch):
+    # On Redis with a threads worker the next link once finished before its parent's
+    # children record was written, and ``r.parent.children`` read [] (conformance, CI).
+    add = app.tasks["i.add"]
+    backend_syncs = []
+    seen_at_send = []
+    original_send = type(app).send_call
+
+    def send_call(self, name, *args, **kwargs):
+        current = self.current_request()
+        if current is not None:  # sent by a task: the chain's next link
+            seen_at_send.append((canvas_module.records.load_children(self, current.id), len(backend_syncs)))
+        return original_send(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(type(app), "send_call", send_call)
+    with app.simulate(seed=1):
+        monkeypatch.setattr(type(app.backend), "sync", lambda self: backend_syncs.append(1))
+        r = (add.s(1, 1) | add.s(2)).apply_async()
+        assert r.get() == 4
+    assert seen_at_send == [([r.id], 1)]

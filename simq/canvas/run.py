@@ -282,31 +282,46 @@ def _mark_failed(app: App, sig: Signature, exc: BaseException) -> None:
 
 
 def on_success(worker: Worker, request: Request, retval: Any) -> None:
-    """Send the callbacks and the next chain link, or report to the chord this task belongs to."""
+    """Send the callbacks and the next chain link, or report to the chord this task belongs to.
+
+    The task's children are recorded, and with its result stored (``sync``),
+    before any of them is sent: a child on another worker may finish at once,
+    and whoever waited on it then reads ``parent.children`` (a chain link's
+    record once came after the next link's result on Redis).
+    """
     app = worker.app
     embed = request.message.embed
-    children: list[Any] = []
+    callbacks: list[Signature] = []
     for data in embed.get("callbacks") or ():
         sig = _deep_copy(from_dict(data, app), app)
         _prepare(app, sig)
-        _apply(app, sig, (retval,), {}, {}, [], None)
-        children.append(_spec(sig))
+        callbacks.append(sig)
     cont = embed.get("chain")
     ctx = embed.get("chord")
+    nxt: Signature | None = None
+    rest: list[Any] = []
     if cont:
         try:
             nxt, rest = _pop(app, cont)
-            _apply(app, nxt, (retval,), {}, {}, rest, ctx)  # (a group next pops one more link before sending)
         except InvalidSignature as err:  # a stored link is missing or forged: it never runs, what it led to fails
             log.error("chain after task %s cannot go on: %s", request.id, err)
             _fail_forward(app, cont, ctx, err, request.id, [request.id])
-        else:
-            children.append(_spec(nxt))
-    elif ctx:
-        _chord_report(app, ctx, [request.id])
+    children = [_spec(sig) for sig in callbacks]
+    if nxt is not None:
+        children.append(_spec(nxt))
     if children:
-        # ids and nested lists only: always plain json, whatever the task serializer
         records.save_children(app, request.id, children)
+        app.backend.sync()
+    for sig in callbacks:
+        _apply(app, sig, (retval,), {}, {}, [], None)
+    if nxt is not None:
+        try:
+            _apply(app, nxt, (retval,), {}, {}, rest, ctx)  # (a group next pops one more link before sending)
+        except InvalidSignature as err:
+            log.error("chain after task %s cannot go on: %s", request.id, err)
+            _fail_forward(app, cont, ctx, err, request.id, [request.id])
+    elif ctx and not cont:
+        _chord_report(app, ctx, [request.id])
 
 
 def _chord_report(
