@@ -34,7 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "task_acks_late": False,
     "task_ignore_result": False,
     "task_track_started": False,
-    "task_publish_retry": False,
+    "task_publish_retry": False,  # a client's send retried across a broker outage (simq.runtime.publish_policy)
+    "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.2},
     "task_eta_limit": 10 * 365 * 86400,
     "task_reject_on_worker_lost": False,
     "task_time_limit": None,  # seconds; simq.limits
@@ -53,6 +54,27 @@ DEFAULTS: dict[str, Any] = {
     "security_digest": "sha256",
     "timezone": "UTC",
 }
+
+_POLICY_KEYS = ("max_retries", "interval_start", "interval_step", "interval_max")
+
+
+def check_publish_policy(policy: Any) -> None:
+    """Refuse a ``task_publish_retry_policy`` simq would not follow (Celery's keys; ``retry_errors`` is not one simq has)."""
+    if not isinstance(policy, dict):
+        raise ConfigurationError(f"task_publish_retry_policy must be a dict, got {policy!r}")
+    for key, value in policy.items():
+        if key not in _POLICY_KEYS:
+            raise ConfigurationError(
+                f"task_publish_retry_policy: simq does not take {key!r} (it takes {', '.join(_POLICY_KEYS)}; "
+                "a send is retried on BrokerUnavailable only, never on refused credentials)"
+            )
+        if key == "max_retries" and value is not None and (not isinstance(value, int) or value < 0):
+            raise ConfigurationError(
+                f"task_publish_retry_policy: max_retries must be None or an int >= 0, got {value!r}"
+            )
+        if key != "max_retries" and (not isinstance(value, int | float) or value < 0):
+            raise ConfigurationError(f"task_publish_retry_policy: {key} must be a number >= 0, got {value!r}")
+
 
 _PREFIXES = ("task_", "worker_", "broker_", "result_", "accept_", "timezone", "simq_", "security_")
 
@@ -85,6 +107,8 @@ class Config(dict[str, Any]):
                 raise ConfigurationError(f"unknown setting {key!r}{hint}")
         if "task_default_rate_limit" in values:
             parse_rate(values["task_default_rate_limit"], "task_default_rate_limit")
+        if "task_publish_retry_policy" in values:
+            check_publish_policy(values["task_publish_retry_policy"])
         check_settings(values)
         super().update(values)
         self._on_change()

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from simq.clock import WallClock
+from simq.config import DEFAULTS
 from simq.connection import ProducerPool
 from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError, SimulationIdle
 
@@ -170,7 +171,10 @@ class WallRuntime:
     def _send(self, fn: Any, connect_timeout: float | None = None) -> None:
         """Run ``fn`` on a pooled connection; from a running task, again across a broker outage."""
         if self.app.current_request() is None:
-            self.pool.run(fn, connect_timeout)
+            if not self.app.conf.task_publish_retry:
+                self.pool.run(fn, connect_timeout)
+                return
+            self._send_with_policy(fn, connect_timeout)
             return
         clock = self._clock
         deadline = clock.now + TASK_SEND_PATIENCE
@@ -187,6 +191,31 @@ class WallRuntime:
                 log.warning("a task's send could not reach the broker (%s); trying again in %.1f s", exc, delay)
                 clock.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+    def _send_with_policy(self, fn: Any, connect_timeout: float | None) -> None:
+        """A client's send with ``task_publish_retry``: tried again across a broker outage, as Celery's policy says.
+
+        The first retry waits ``interval_start`` seconds, each next one
+        ``interval_step`` more, at most ``interval_max``; after ``max_retries``
+        retries (None: for ever) the last ``BrokerUnavailable`` is raised.
+        """
+        policy = {**DEFAULTS["task_publish_retry_policy"], **self.app.conf.task_publish_retry_policy}
+        max_retries = policy["max_retries"]
+        delay = float(policy["interval_start"])
+        retries = 0
+        while True:
+            try:
+                self.pool.run(fn, connect_timeout)
+                return
+            except AccessRefused:
+                raise
+            except BrokerUnavailable as exc:
+                if max_retries is not None and retries >= max_retries:
+                    raise
+                retries += 1
+                log.warning("a send could not reach the broker (%s); retry %d in %.2f s", exc, retries, delay)
+                self._clock.sleep(delay)
+                delay = min(delay + float(policy["interval_step"]), float(policy["interval_max"]))
 
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:

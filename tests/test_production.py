@@ -306,3 +306,40 @@ def test_a_running_tasks_send_keeps_trying_across_a_broker_outage(monkeypatch):
     monkeypatch.setattr(runtime_module.WallRuntime, "pool", Refusing())
     with pytest.raises(AccessRefused):  # refused credentials are not an outage
         runtime._send(lambda t: None)
+
+
+def test_task_publish_retry_retries_a_clients_send_as_its_policy_says(monkeypatch):
+    from simq import App
+    from simq import runtime as runtime_module
+    from simq.exceptions import BrokerUnavailable, ConfigurationError
+
+    app = App("publish-retry", broker="amqp://127.0.0.1:1//")
+    app.conf.update(
+        task_publish_retry=True,
+        task_publish_retry_policy={"max_retries": 3, "interval_start": 0.5, "interval_step": 0.25, "interval_max": 0.9},
+    )
+    runtime = runtime_module.WallRuntime(app)
+    calls, slept = [], []
+
+    class Pool:
+        failures = 2
+
+        def run(self, fn, connect_timeout=None):
+            calls.append(1)
+            if len(calls) <= self.failures:
+                raise BrokerUnavailable("connection refused")
+
+    pool = Pool()
+    monkeypatch.setattr(runtime_module.WallRuntime, "pool", pool)
+    monkeypatch.setattr(runtime_module.WallClock, "sleep", lambda self, seconds: slept.append(seconds))
+    runtime._send(lambda t: None)
+    assert (len(calls), slept) == (3, [0.5, 0.75])
+
+    calls.clear(), slept.clear()
+    pool.failures = 10  # more than max_retries: the fourth failure is raised
+    with pytest.raises(BrokerUnavailable):
+        runtime._send(lambda t: None)
+    assert (len(calls), slept) == (4, [0.5, 0.75, 0.9])
+
+    with pytest.raises(ConfigurationError, match="retry_errors"):  # a key simq would not follow is refused
+        app.conf.update(task_publish_retry_policy={"retry_errors": (OSError,)})

@@ -314,7 +314,7 @@ def on_success(worker: Worker, request: Request, retval: Any) -> None:
         app.backend.sync()
     for sig in callbacks:
         _apply(app, sig, (retval,), {}, {}, [], None)
-    if nxt is not None:
+    if cont and nxt is not None:
         try:
             _apply(app, nxt, (retval,), {}, {}, rest, ctx)  # (a group next pops one more link before sending)
         except InvalidSignature as err:
