@@ -184,7 +184,8 @@ class Executor:
             return outcome
         except BrokerUnavailable as exc:
             log.error(
-                "Task %s[%s]: the result backend is unreachable, its result may be lost: %s",
+                # the result backend, or the broker a send after the body needed (the exception names which)
+                "Task %s[%s]: its result or what it sends next could not be delivered and may be lost: %s",
                 request.name,
                 request.id,
                 exc,
