@@ -133,6 +133,8 @@ def test_mandatory_on_fanout_with_no_queue_is_unroutable(backend):
         with pytest.raises(Unroutable):
             conn.publish(_envelope("x"), "empty_fanout", "anything", mandatory=True)
     finally:
+        if hasattr(conn, "delete_exchange"):  # RabbitMQ keeps an auto-delete exchange that was never bound
+            conn.delete_exchange("empty_fanout")
         conn.close()
 
 

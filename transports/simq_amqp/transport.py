@@ -537,6 +537,15 @@ class AMQPTransport(Transport):
         except amqp.exceptions.NotFound:
             self._side = None
 
+    def delete_exchange(self, exchange: str) -> None:
+        """Delete an exchange (auto-delete ones go only once a binding came and went; one never bound stays)."""
+        try:
+            self._side_channel().exchange_delete(self._name(exchange))
+        except amqp.exceptions.NotFound:
+            self._side = None
+        self.table.exchanges.pop(exchange, None)
+        self._checked_exchanges.discard(exchange)
+
     # -- closing ------------------------------------------------------------------------------------
     def close(self) -> None:
         """Close the connection; RabbitMQ gives every unacknowledged delivery back, flagged redelivered."""
