@@ -115,6 +115,18 @@ class Retry(SimqError):
         self.when = when
 
 
+class Ignore(SimqError):
+    """Raised in a task body: the worker stores no result for this call and acknowledges its message.
+
+    ``Task.replace`` raises it (as ``Replaced``) once the replacement is sent:
+    the replacement owns the task's id, so its result is the task's result.
+    """
+
+
+class Replaced(Ignore):
+    """Raised by ``Task.replace``: this call was replaced by the canvas it sent."""
+
+
 class ChordError(SimqError):
     """A chord could not end, and no header task's own exception says why.
 
@@ -188,12 +200,14 @@ __all__ = [
     "ContentDisallowed",
     "DecodeError",
     "EncodeError",
+    "Ignore",
     "InvalidSignature",
     "MaxRetriesExceededError",
     "MessageRejected",
     "NotDelivered",
     "NotRegistered",
     "RecordSignatureError",
+    "Replaced",
     "Retry",
     "RoutingError",
     "SerializationError",

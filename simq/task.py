@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 
-import attrs
-
+from simq.context import Context
 from simq.exceptions import ConfigurationError, MaxRetriesExceededError, Retry
 from simq.message import validate_priority
 
@@ -22,32 +21,6 @@ __all__ = ["Context", "Task"]
 
 class _HasContext(Protocol):
     def context(self) -> Context: ...
-
-
-@attrs.define
-class Context:
-    """What ``self.request`` shows inside a bound task."""
-
-    id: str | None = None
-    task: str | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
-    retries: int = 0
-    eta: float | None = None
-    expires: float | None = None
-    hostname: str | None = None
-    delivery_info: Mapping[str, Any] = attrs.field(factory=dict)
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    group_index: int | None = None
-    callbacks: Sequence[Any] | None = None
-    errbacks: Sequence[Any] | None = None
-    chain: Sequence[Any] | None = None
-    chord: Any = None
-    headers: Mapping[str, Any] = attrs.field(factory=dict)
-    called_directly: bool = True
-    is_eager: bool = False
 
 
 _CALL_OPTIONS = (
@@ -245,6 +218,28 @@ class Task:
         if throw:
             raise retry
         return retry
+
+    def replace(self, sig: Any) -> NoReturn:
+        """End this task by sending ``sig`` in its place; ``sig``'s result becomes this task's result.
+
+        As Celery's: the replacement gets this task's id (on its last task; a
+        group's list of results is gathered into one), its callbacks and
+        errbacks, what follows it in a chain and the chord or group it is in.
+        It raises ``Replaced`` (an ``Ignore``): the worker stores nothing for
+        this call and acknowledges its message. ``chain()`` with no task is refused.
+        """
+        from simq.canvas.run import replace
+        from simq.exceptions import Replaced
+
+        request = self.request
+        if request.called_directly or request.is_eager:
+            how = "called as a plain function" if request.called_directly else "run by Task.apply()"
+            raise ConfigurationError(
+                f"{self.name}.replace() needs a task a worker runs (it hands the task's place in its canvas to "
+                f"{sig!r}); {how} there is none: send it with delay() or apply_async()"
+            )
+        sent = replace(self.app, request, sig)
+        raise Replaced(f"replaced by {sent!r}")
 
     # -- canvas ----------------------------------------------------------------------------
     def signature(

@@ -14,13 +14,14 @@ from simq.backends.base import ResultMeta, exception_from_dict, exception_to_dic
 from simq.calling import NO_LINEAGE, Lineage, check_options
 from simq.canvas import records
 from simq.canvas.checks import validate
-from simq.canvas.composites import chain, chunks, group
+from simq.canvas.composites import chain, chord, chunks, group
 from simq.canvas.plan import count as _count
 from simq.canvas.plan import leaf_ids as _leaf_ids
 from simq.canvas.plan import prepare as _prepare
 from simq.canvas.plan import result_of as _result
 from simq.canvas.plan import spec as _spec
 from simq.canvas.signatures import (
+    ACCUMULATE_TASK,
     MAP_TASK,
     STARMAP_TASK,
     Signature,
@@ -29,14 +30,15 @@ from simq.canvas.signatures import (
     _listify,
     from_dict,
 )
-from simq.exceptions import ChordError, InvalidSignature, RoutingError, SerializationError
+from simq.exceptions import ChordError, ConfigurationError, InvalidSignature, RoutingError, SerializationError
 
 if TYPE_CHECKING:
     from simq.app import App
+    from simq.context import Context
     from simq.task import Task
     from simq.worker import Request, Worker
 
-__all__ = ["on_failure", "on_revoked", "on_success", "register_builtins", "send", "to_signature_dicts"]
+__all__ = ["on_failure", "on_revoked", "on_success", "register_builtins", "replace", "send", "to_signature_dicts"]
 
 log = logging.getLogger("simq.canvas")
 
@@ -485,7 +487,7 @@ def _describe(body: Signature) -> str:
 
 def _fail_body(app: App, record: Mapping[str, Any], err: BaseException) -> None:
     """The chord's body never runs: it, its errbacks and what follows it get ``err``."""
-    from simq.task import Context
+    from simq.context import Context
 
     body = from_dict(record["body"], app)
     body_id = _first_id(body)
@@ -499,6 +501,48 @@ def _fail_body(app: App, record: Mapping[str, Any], err: BaseException) -> None:
 
 def _first_id(sig: Signature) -> str:
     return next(iter(_leaf_ids(sig)), sig.id or "")
+
+
+# -- Task.replace: a running task hands its place in the canvas to another ------------------------------
+
+
+def replace(app: App, context: Context, sig: Signature) -> Signature:
+    """Send ``sig`` in the place of the running task ``context``; return what was sent (frozen).
+
+    The replacement's result lands under the task's own id (a replacement
+    whose value is a group's, a list of results, ends in ``simq.accumulate``
+    so that one task holds it), it takes over the task's callbacks and
+    errbacks, what follows it in its chain, and the chord and group it
+    belongs to: whoever waits on the task, or counts it, gets the replacement.
+    """
+    if isinstance(sig, chain) and not sig.tasks:
+        raise ConfigurationError(
+            f"Cannot replace with an empty chain: task {context.task}[{context.id}] was given chain() to replace it "
+            "(replace it with a chain that has at least one task)"
+        )
+    if not isinstance(sig, Signature):
+        raise InvalidSignature(
+            f"task {context.task}[{context.id}] can only be replaced by a signature, got {sig!r} (use task.s(...))"
+        )
+    validate(app, sig, "replacement: ")
+    work = _deep_copy(sig, app)
+    if isinstance(work, chunks):
+        work = work.group()
+    _prepare(app, work)
+    if isinstance(_spec(work), Mapping):  # a group's value, a list: one task must hold it under the task's id
+        work = chain(work, Signature(ACCUMULATE_TASK, app=app), app=app)
+        _prepare(app, work)
+    last = work
+    while isinstance(last, chain | chord):
+        last = last.tasks[-1] if isinstance(last, chain) else last.body  # type: ignore[assignment]
+    last["options"] = {**last["options"], "task_id": context.id}
+    for cb in context.callbacks or ():
+        work.link(from_dict(cb, app))
+    for eb in context.errbacks or ():
+        work.link_error(from_dict(eb, app))
+    with app.batched_publishing():
+        _apply(app, work, (), {}, {}, list(context.chain or ()), context.chord, context.group, context.group_index)
+    return work
 
 
 # -- map / starmap: the built-in tasks -------------------------------------------------------------
@@ -519,7 +563,11 @@ def register_builtins(app: App) -> None:
         items = args[0] if args else it
         return [fun(*item) for item in items]
 
+    def simq_accumulate(values: Any) -> Any:
+        return values
+
     app.task(name=MAP_TASK)(simq_map)
+    app.task(name=ACCUMULATE_TASK)(simq_accumulate)
     app.task(name=STARMAP_TASK)(simq_starmap)
 
 

@@ -14,9 +14,11 @@ if TYPE_CHECKING:
     from simq.canvas.run import Runner
     from simq.task import Task
 
-__all__ = ["MAP_TASK", "STARMAP_TASK", "Signature", "from_dict", "signature", "xmap", "xstarmap"]
+__all__ = ["ACCUMULATE_TASK", "MAP_TASK", "STARMAP_TASK", "Signature", "from_dict", "signature", "xmap", "xstarmap"]
 
 MAP_TASK = "simq.map"
+#: The body ``Task.replace`` adds after a replacement whose value is a group's: it returns the list it is given.
+ACCUMULATE_TASK = "simq.accumulate"
 STARMAP_TASK = "simq.starmap"
 
 
