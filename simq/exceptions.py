@@ -124,7 +124,14 @@ class Ignore(SimqError):
 
 
 class Replaced(Ignore):
-    """Raised by ``Task.replace``: this call was replaced by the canvas it sent."""
+    """Raised by ``Task.replace``: this call was replaced by the canvas it sent.
+
+    Inside ``Task.apply`` the replacement runs at once; ``result`` is its result handle.
+    """
+
+    def __init__(self, message: str = "", result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 class ChordError(SimqError):

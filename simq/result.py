@@ -14,7 +14,7 @@ from simq.shared import current_app
 if TYPE_CHECKING:
     from simq.app import App
 
-__all__ = ["AsyncResult", "GroupResult", "ResultSet"]
+__all__ = ["AsyncResult", "EagerResult", "GroupResult", "ResultSet"]
 
 
 class AsyncResult:
@@ -123,6 +123,33 @@ class AsyncResult:
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
+
+
+class EagerResult(AsyncResult):
+    """The result of a call run here and now (``Task.apply``, ``Signature.apply``): it holds its outcome itself.
+
+    Like Celery's ``EagerResult``: ``get()``, ``state``, ``result`` and
+    ``traceback`` read what the call returned or raised, without the result
+    backend (the call is stored there too, so ``AsyncResult(id)`` sees it).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - Celery's name
+        value: Any,
+        state: str,
+        traceback: str | None = None,
+        app: App | None = None,
+        parent: Any = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(id, app, parent)
+        self._meta = ResultMeta(id, state, value, traceback, name=name)
+
+    def __repr__(self) -> str:
+        return f"<EagerResult: {self.id}>"
 
 
 class ResultSet:

@@ -13,7 +13,7 @@ from simq.message import validate_priority
 
 if TYPE_CHECKING:
     from simq.app import App
-    from simq.result import AsyncResult
+    from simq.result import AsyncResult, EagerResult
     from simq.worker import Request, Worker
 
 __all__ = ["Context", "Task"]
@@ -143,13 +143,25 @@ class Task:
 
     def apply(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> AsyncResult:
-        """Run the task locally and synchronously, with no broker; return its result handle."""
+    ) -> EagerResult:
+        """Run the task here and now, with no broker; an ``EagerResult`` holding what it returned or raised.
+
+        The outcome is stored in the result backend too, as a worker stores it.
+        A ``self.replace(sig)`` in the body runs ``sig`` here as well (``Signature.apply``).
+        """
         import traceback
 
         from simq import states
+        from simq.exceptions import Replaced
+        from simq.result import EagerResult
 
         app = self.app
+        unknown = sorted(set(options) - {"task_id"})
+        if unknown:
+            raise ConfigurationError(
+                f"{self.name}.apply() runs the task here and now, so it takes no sending option: got "
+                f"{', '.join(unknown)} (apply_async() sends it with them)"
+            )
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         task_id = options.get("task_id") or app.new_id()
         self.push_request(
@@ -158,13 +170,17 @@ class Task:
         backend = app.backend
         try:
             value = self.run(*args, **kwargs)
+        except Replaced as replaced:  # the replacement ran here, under this task's id
+            return replaced.result  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 - stored, as a worker would
-            backend.mark_as_failure(task_id, exc, traceback.format_exc())
+            tb = traceback.format_exc()
+            backend.mark_as_failure(task_id, exc, tb)
+            return EagerResult(task_id, exc, states.FAILURE, tb, app, name=self.name)
         else:
             backend.store_result(task_id, value, states.SUCCESS, name=self.name)
+            return EagerResult(task_id, value, states.SUCCESS, None, app, name=self.name)
         finally:
             self.pop_request()
-        return self.AsyncResult(task_id)
 
     def retry(
         self,
@@ -228,16 +244,20 @@ class Task:
         It raises ``Replaced`` (an ``Ignore``): the worker stores nothing for
         this call and acknowledges its message. ``chain()`` with no task is refused.
         """
-        from simq.canvas.run import replace
+        from simq.canvas.run import replace, replacement
         from simq.exceptions import Replaced
 
         request = self.request
-        if request.called_directly or request.is_eager:
-            how = "called as a plain function" if request.called_directly else "run by Task.apply()"
+        if request.called_directly:
             raise ConfigurationError(
-                f"{self.name}.replace() needs a task a worker runs (it hands the task's place in its canvas to "
-                f"{sig!r}); {how} there is none: send it with delay() or apply_async()"
+                f"{self.name}.replace() needs a task that was sent or applied (it hands the task's place in its "
+                f"canvas to {sig!r}); called as a plain function there is none: use delay(), apply_async() or apply()"
             )
+        if request.is_eager:  # Task.apply(): the replacement runs here too
+            from simq.canvas.eager import run_frozen
+
+            work = replacement(self.app, request, sig)
+            raise Replaced(f"replaced by {work!r}", result=run_frozen(self.app, work, (), {}, None))
         sent = replace(self.app, request, sig)
         raise Replaced(f"replaced by {sent!r}")
 

@@ -300,6 +300,11 @@ class chord(Signature):  # noqa: N801 - Celery's name
             body = self["kwargs"]["body"] = from_dict(body, self._app)
         return body
 
+    @property
+    def tasks(self) -> list[Signature]:
+        """The header's tasks (Celery's name), themselves: ``for t in c.tasks: t.link_error(eb)`` changes the chord."""
+        return self.header.tasks
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.body is None and len(args) == 1 and not kwargs and isinstance(args[0], Signature):
             # chord(header)(body)

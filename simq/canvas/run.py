@@ -515,6 +515,14 @@ def replace(app: App, context: Context, sig: Signature) -> Signature:
     errbacks, what follows it in its chain, and the chord and group it
     belongs to: whoever waits on the task, or counts it, gets the replacement.
     """
+    work = replacement(app, context, sig)
+    with app.batched_publishing():
+        _apply(app, work, (), {}, {}, list(context.chain or ()), context.chord, context.group, context.group_index)
+    return work
+
+
+def replacement(app: App, context: Context, sig: Signature) -> Signature:
+    """``sig`` checked, copied and frozen to take the place of task ``context`` (see ``replace``)."""
     if isinstance(sig, chain) and not sig.tasks:
         raise ConfigurationError(
             f"Cannot replace with an empty chain: task {context.task}[{context.id}] was given chain() to replace it "

@@ -186,6 +186,11 @@ class Signature(dict[str, Any]):
         """Call ``errback`` when this task fails (see docs/canvas.md for the two errback forms)."""
         return self._add_link("link_error", errback)
 
+    def on_error(self, errback: Any) -> Signature:
+        """``link_error(errback)`` that returns this signature, not the errback, so it chains: ``sig.on_error(eb).delay()``."""
+        self.link_error(errback)
+        return self
+
     def freeze(self, _id: str | None = None) -> Any:
         """Fix the task id(s) now, so the result is known before sending; returns the result handle."""
         if _id is not None:
@@ -214,6 +219,14 @@ class Signature(dict[str, Any]):
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        """Run the canvas here and now, without a broker; an ``EagerResult`` (a ``GroupResult`` for a group).
+
+        See docs/canvas.md: the canvas runs in order in this process, by the
+        same rules as when it is sent; only ``task_id`` is taken as an option.
+        """
+        return self.app.apply_signature(self, args, kwargs, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
