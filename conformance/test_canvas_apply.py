@@ -1,4 +1,4 @@
-"""``Signature.apply()``, ``on_error`` and ``chord.tasks``, on every backend (docs/canvas.md).
+"""``Signature.apply()``, ``on_error``, ``chord.tasks`` and ``task_allow_error_cb_on_chord_header``, on every backend.
 
 ``apply()`` runs the canvas in the test's process, without the broker, and
 stores each outcome in the backend's result store: it is the same on every
@@ -14,8 +14,8 @@ from simq.exceptions import ConfigurationError
 from simq.result import EagerResult
 
 
-def make(backend):
-    app = backend.app()
+def make(backend, **config):
+    app = backend.app(**config)
     calls = backend.record()
 
     @app.task(name="t.add")
@@ -133,3 +133,26 @@ class TestOnErrorAndChordTasks:
             r.get()
         backend.settle()
         assert [call[0] for call in calls] == ["on_error"]
+
+
+class TestErrbacksOnChordHeaders:
+    @pytest.mark.parametrize("allow", [False, True])
+    def test_chord_link_error_reaches_the_header_tasks_only_when_allowed(self, backend, allow):
+        app, calls, add, _, fail, note, _, _ = make(backend, task_allow_error_cb_on_chord_header=allow)
+        c = chord([fail.si(1), add.si(1, 1), fail.si(2)], note.si("body"))
+        c.link_error(note.si("errback"))
+        r = c.delay()
+        with pytest.raises(ValueError, match=r"failed with \(1,\)"):
+            r.get()
+        backend.settle()
+        # by default once, for the body; allowed: also once per failed header task
+        assert list(calls) == [["note", "errback"]] * (3 if allow else 1)
+
+    def test_an_upgraded_chord_calls_the_errback_for_each_failed_header_task_and_the_body(self, backend):
+        app, calls, add, _, fail, note, _, _ = make(backend, task_allow_error_cb_on_chord_header=True)
+        canvas = chain(group(fail.si(1), add.si(1, 1), fail.si(2)), note.si("body"))
+        canvas.link_error(note.si("errback"))
+        with pytest.raises(ValueError):
+            canvas.delay().get()
+        backend.settle()
+        assert list(calls) == [["note", "errback"]] * 3

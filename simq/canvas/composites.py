@@ -317,8 +317,17 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return self.body.link(callback)
 
     def link_error(self, errback: Any) -> Signature:
+        """Link ``errback`` to the body; with ``task_allow_error_cb_on_chord_header``, to every header task too.
+
+        By default (as Celery) it is called once, for the body, when the chord
+        fails; with the setting on it is also called for each header task that
+        fails, so a chord with two failed header tasks calls it three times.
+        """
         if self.body is None:
             raise InvalidSignature("this chord has no body yet: chord(header, body)")
+        if self.app.conf.task_allow_error_cb_on_chord_header:
+            for t in self.header.tasks:
+                t.link_error(errback)
         return self.body.link_error(errback)
 
     def __repr__(self) -> str:
