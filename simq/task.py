@@ -261,6 +261,23 @@ class Task:
         sent = replace(self.app, request, sig)
         raise Replaced(f"replaced by {sent!r}")
 
+    def add_to_chord(self, sig: Any) -> Any:
+        """Add ``sig`` to the chord this running header task belongs to; send it and return its result handle.
+
+        The chord's body then also waits for ``sig`` and gets its result after
+        the header's results (Celery's ``add_to_chord``). Refused where the task
+        reports to no chord.
+        """
+        from simq.canvas.run import add_to_chord
+
+        request = self.request
+        if request.called_directly or request.is_eager:
+            raise ConfigurationError(
+                f"{self.name}.add_to_chord() needs a task a worker runs as part of a chord's header; "
+                f"{'called as a plain function' if request.called_directly else 'run by Task.apply()'} it has none"
+            )
+        return add_to_chord(self.app, request, sig)
+
     # -- canvas ----------------------------------------------------------------------------
     def signature(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any

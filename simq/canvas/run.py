@@ -362,7 +362,13 @@ def _end_chord(app: App, ctx: Mapping[str, Any], failure: tuple[BaseException, s
     key = records.chord_key(cid)
     try:
         record = records.load(app, key)
-        values, failed = _collect(app, record["spec"])  # header results are records too: verified before decoding
+        spec = record["spec"]
+        if record.get("added"):  # Task.add_to_chord added parts: their results follow the header's
+            added = [
+                records.load(app, records.added_key(cid, i)) for i in range(1, backend.incr(f"{key}.added", 0) + 1)
+            ]
+            spec = {"g": spec["g"], "r": [*spec["r"], *added]}
+        values, failed = _collect(app, spec)  # header results are records too: verified before decoding
     except InvalidSignature as err:
         _unreadable(app, err, ctx.get("fail", ()), f"chord {cid}")
         backend.incr(f"{key}.sent")
@@ -551,6 +557,40 @@ def replacement(app: App, context: Context, sig: Signature) -> Signature:
     with app.batched_publishing():
         _apply(app, work, (), {}, {}, list(context.chain or ()), context.chord, context.group, context.group_index)
     return work
+
+
+# -- Task.add_to_chord: a header task adds a part to its chord ----------------------------------------
+
+
+def add_to_chord(app: App, context: Context, sig: Signature) -> Any:
+    """Send ``sig`` as one more part of the chord the running header task ``context`` reports to; its result handle.
+
+    Its result joins the body's input after the header's. The chord waits
+    for it: the count is moved back by what ``sig`` reports before the
+    running task (which has not reported yet) can end the chord.
+    """
+    ctx = context.chord
+    if not ctx:
+        raise ConfigurationError(
+            f"task {context.task}[{context.id}] reports to no chord (it is not in a chord's header, or not the last "
+            f"task of a chain there), so add_to_chord({sig!r}) has no chord to add to"
+        )
+    validate(app, sig, "add_to_chord: ")
+    work = _deep_copy(sig, app)
+    if isinstance(work, chunks):
+        work = work.group()
+    _prepare(app, work)
+    backend = app.backend
+    cid = str(ctx["id"])
+    key = records.chord_key(cid)
+    backend.incr(f"{key}.done", -_count(work))
+    records.store(app, records.added_key(cid, backend.incr(f"{key}.added")), _spec(work))
+    record = records.load(app, key)
+    if not record.get("added"):  # every writer writes the same record, so concurrent adds lose nothing
+        records.store(app, key, {**record, "added": True})
+    with app.batched_publishing():
+        _apply(app, work, (), {}, {}, [], ctx, context.group, None)
+    return _result(app, work)
 
 
 # -- map / starmap: the built-in tasks -------------------------------------------------------------
