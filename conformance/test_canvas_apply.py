@@ -11,7 +11,7 @@ import pytest
 
 from simq import GroupResult, chain, chord, group, states
 from simq.exceptions import ConfigurationError
-from simq.result import EagerResult
+from simq.result import EagerResult, result_from_tuple
 
 
 def make(backend, **config):
@@ -103,6 +103,17 @@ class TestApply:
         assert r.get() == [11, 12]
         assert app.AsyncResult(r.id).get() == [11, 12]
 
+    def test_a_replacement_inside_apply_is_run_here_and_never_sent(self, backend):
+        app, calls, _, _, _, note, _, _ = make(backend)
+
+        @app.task(name="t.replace_with_note", bind=True)
+        def replace_with_note(self):
+            raise self.replace(note.si("replaced"))
+
+        replace_with_note.apply()
+        backend.settle()
+        assert list(calls) == [["note", "replaced"]]
+
     def test_apply_refuses_sending_options(self, backend):
         app, _, add, *_ = make(backend)
         with pytest.raises(ConfigurationError, match="countdown"):
@@ -156,3 +167,25 @@ class TestErrbacksOnChordHeaders:
             canvas.delay().get()
         backend.settle()
         assert list(calls) == [["note", "errback"]] * 3
+
+
+class TestResultHandlesAsValues:
+    def test_a_task_returning_a_result_handle_stores_its_tuple(self, backend):
+        app, _, add, tsum, *_ = make(backend)
+
+        @app.task(name="t.build_chain")
+        def build_chain():
+            return (add.s(1, 1) | add.s(2) | group(add.s(3), add.s(4)) | tsum.s()).delay()
+
+        @app.task(name="t.build_group")
+        def build_group():
+            return group(add.s(1, 1), add.s(2, 2)).delay()
+
+        value = build_chain.delay().get()
+        assert len(value) == 2 and isinstance(value[0][1], list)  # ((id, parent), None), as Celery stores it
+        handle = result_from_tuple(value, app)
+        assert handle.get() == 15 and isinstance(handle.parent, GroupResult)
+        assert handle.parent.get() == [7, 8] and handle.parent.parent.get() == 4
+
+        grouped = result_from_tuple(build_group.delay().get(), app)
+        assert isinstance(grouped, GroupResult) and grouped.get() == [2, 4]

@@ -244,7 +244,7 @@ class Task:
         It raises ``Replaced`` (an ``Ignore``): the worker stores nothing for
         this call and acknowledges its message. ``chain()`` with no task is refused.
         """
-        from simq.canvas.run import replace, replacement
+        from simq.canvas.handoff import replace, replacement
         from simq.exceptions import Replaced
 
         request = self.request
@@ -268,7 +268,7 @@ class Task:
         the header's results (Celery's ``add_to_chord``). Refused where the task
         reports to no chord.
         """
-        from simq.canvas.run import add_to_chord
+        from simq.canvas.handoff import add_to_chord
 
         request = self.request
         if request.called_directly or request.is_eager:

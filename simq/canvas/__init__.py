@@ -38,7 +38,10 @@ How a canvas runs (see docs/canvas.md for the user's view):
 Modules: ``signatures`` (the values and their constructors), ``checks``
 (refusing bad canvases before sending), ``plan`` (freezing: ids, where each
 value lands, result handles), ``run`` (sending, continuations, chord
-counting, the worker's hooks, the map/starmap built-ins).
+counting, the worker's hooks, the map/starmap built-ins), ``handoff`` (what a
+running task does to its canvas: ``Task.replace``, ``Task.add_to_chord``),
+``eager`` (running a canvas here: ``Signature.apply``), ``records`` (what the
+canvas keeps in the result backend).
 """
 
 from simq.canvas.checks import validate
