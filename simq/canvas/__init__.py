@@ -44,19 +44,12 @@ running task does to its canvas: ``Task.replace``, ``Task.add_to_chord``),
 canvas keeps in the result backend).
 """
 
+from simq.canvas.builtins import register_builtins, to_signature_dicts
 from simq.canvas.checks import validate
 from simq.canvas.composites import chain, chord, chunks, group
 from simq.canvas.plan import result_from_spec
 from simq.canvas.records import load_children, load_group_spec
-from simq.canvas.run import (
-    INLINE_CHAIN,
-    on_failure,
-    on_revoked,
-    on_success,
-    register_builtins,
-    send,
-    to_signature_dicts,
-)
+from simq.canvas.run import INLINE_CHAIN, on_failure, on_revoked, on_success, send
 from simq.canvas.signatures import (
     MAP_TASK,
     STARMAP_TASK,
