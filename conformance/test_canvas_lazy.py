@@ -53,6 +53,18 @@ class TestLazyChordHeader:
         assert sent_before == list(range(size))
         assert result.parent.get() == [2 * i for i in range(size)]  # the header's results, in order
 
+    def test_chord_of_a_generator_called_with_its_body_stays_lazy(self, backend, published):
+        app, add, tsum = make(backend)
+        sent_before = []
+
+        def header():
+            for i in range(3):
+                sent_before.append(published.count("t.add"))
+                yield add.si(i, 1)
+
+        assert chord(header())(tsum.s()).get() == 1 + 2 + 3
+        assert sent_before == [0, 1, 2]
+
     def test_an_empty_generator_gives_the_body_an_empty_list(self, backend):
         app, add, tsum = make(backend)
         assert chord((add.si(i, i) for i in range(0)), tsum.s())().get() == 0

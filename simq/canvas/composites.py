@@ -321,8 +321,10 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.body is None and len(args) == 1 and not kwargs and isinstance(args[0], Signature):
-            # chord(header)(body)
-            return chord(self.header, args[0], app=self._app, **self.options).apply_async()
+            # chord(header)(body); a lazy header stays lazy
+            items = self.lazy_header()
+            header = items if items is not None else self.header
+            return chord(header, args[0], app=self._app, **self.options).apply_async()
         return self.apply_async(args, kwargs)
 
     def link(self, callback: Any) -> Signature:
