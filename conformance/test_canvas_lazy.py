@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from simq import chain, chord, group, states
@@ -22,9 +24,13 @@ def make(backend):
     return app, add, tsum
 
 
-@pytest.fixture
-def published():
-    """The names of the tasks this process publishes, in order."""
+@contextlib.contextmanager
+def publishing():
+    """The names of the tasks this process publishes inside, in order.
+
+    A context manager in the test's body, not a fixture: a deployed worker
+    re-runs the test function with ``backend`` and its parameters only.
+    """
     names: list[str] = []
 
     def receiver(sender=None, **_):
@@ -39,30 +45,33 @@ def published():
 
 class TestLazyChordHeader:
     @pytest.mark.parametrize("size", [1, 3, 6])
-    def test_each_part_is_sent_before_the_next_is_generated(self, backend, published, size):
+    def test_each_part_is_sent_before_the_next_is_generated(self, backend, size):
         app, add, tsum = make(backend)
         sent_before = []
 
-        def header():
+        def header(published):
             for i in range(size):
                 sent_before.append(published.count("t.add"))
                 yield add.si(i, i)
 
-        result = chord(header(), tsum.s())()
+        with publishing() as published:
+            result = chord(header(published), tsum.s())()
         assert result.get() == size * (size - 1)
         assert sent_before == list(range(size))
         assert result.parent.get() == [2 * i for i in range(size)]  # the header's results, in order
 
-    def test_chord_of_a_generator_called_with_its_body_stays_lazy(self, backend, published):
+    def test_chord_of_a_generator_called_with_its_body_stays_lazy(self, backend):
         app, add, tsum = make(backend)
         sent_before = []
 
-        def header():
+        def header(published):
             for i in range(3):
                 sent_before.append(published.count("t.add"))
                 yield add.si(i, 1)
 
-        assert chord(header())(tsum.s()).get() == 1 + 2 + 3
+        with publishing() as published:
+            result = chord(header(published))(tsum.s())
+        assert result.get() == 1 + 2 + 3
         assert sent_before == [0, 1, 2]
 
     def test_an_empty_generator_gives_the_body_an_empty_list(self, backend):
