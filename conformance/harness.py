@@ -221,7 +221,7 @@ class _RealRun:
                 continue
             stats = worker.stats
             # eta-held messages count as idle: on the wall clock their time has not come
-            finished = stats.succeeded + stats.failed + stats.retried + stats.revoked + worker.held
+            finished = stats.succeeded + stats.failed + stats.retried + stats.ignored + stats.revoked + worker.held
             if worker.ready or getattr(worker.transport, "unacked", 0) > worker.held or stats.received > finished:
                 return False
         if not self.started:

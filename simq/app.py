@@ -458,6 +458,14 @@ class App:
 
         return send(self, sig, args, kwargs, options)
 
+    def apply_signature(
+        self, sig: Any, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> Any:
+        """Run a signature or a whole canvas here and now (what ``sig.apply()`` does); returns its result handle."""
+        from simq.canvas.eager import apply
+
+        return apply(self, sig, args, kwargs, options)
+
     def batched_publishing(self) -> contextlib.AbstractContextManager[None]:
         """Collect the sends made inside (in this thread) and publish them together on exit.
 

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "task_acks_late": False,
     "task_ignore_result": False,
     "task_track_started": False,
+    "task_allow_error_cb_on_chord_header": False,  # chord.link_error also links to every header task (simq.canvas)
     "task_publish_retry": False,  # a client's send retried across a broker outage (simq.runtime.publish_policy)
     "task_publish_retry_policy": {"max_retries": 3, "interval_start": 0.0, "interval_step": 0.2, "interval_max": 0.2},
     "task_eta_limit": 10 * 365 * 86400,

@@ -115,6 +115,25 @@ class Retry(SimqError):
         self.when = when
 
 
+class Ignore(SimqError):
+    """Raised in a task body: the worker stores no result for this call and acknowledges its message.
+
+    ``Task.replace`` raises it (as ``Replaced``) once the replacement is sent:
+    the replacement owns the task's id, so its result is the task's result.
+    """
+
+
+class Replaced(Ignore):
+    """Raised by ``Task.replace``: this call was replaced by the canvas it sent.
+
+    Inside ``Task.apply`` the replacement runs at once; ``result`` is its result handle.
+    """
+
+    def __init__(self, message: str = "", result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
 class ChordError(SimqError):
     """A chord could not end, and no header task's own exception says why.
 
@@ -188,12 +207,14 @@ __all__ = [
     "ContentDisallowed",
     "DecodeError",
     "EncodeError",
+    "Ignore",
     "InvalidSignature",
     "MaxRetriesExceededError",
     "MessageRejected",
     "NotDelivered",
     "NotRegistered",
     "RecordSignatureError",
+    "Replaced",
     "Retry",
     "RoutingError",
     "SerializationError",

@@ -20,7 +20,7 @@ import attrs
 from simq import limits as limits_module
 from simq import states
 from simq.clock import EagerClock, VirtualClock, to_timestamp
-from simq.exceptions import BrokerUnavailable, Retry, TimeLimitExceeded
+from simq.exceptions import BrokerUnavailable, Ignore, Retry, TimeLimitExceeded
 from simq.hooks import Hooks
 from simq.limits import HardTimeLimit, Watchdog
 from simq.revoke import Terminated
@@ -48,7 +48,8 @@ class Outcome:
     another delivery (the broker keeps a late-ack message for a retry);
     ``lost`` says the slot itself died (a killed child process) mid-job;
     ``time_limit`` (seconds), that it was killed because the task ran past that limit;
-    ``terminated``, that ``revoke(terminate=True)`` ended it.
+    ``terminated``, that ``revoke(terminate=True)`` ended it;
+    ``ignored``, that the body raised ``Ignore`` (``Task.replace``): nothing stored.
     """
 
     succeeded: int = 0
@@ -59,6 +60,7 @@ class Outcome:
     lost: bool = False
     time_limit: float | None = None
     terminated: bool = False
+    ignored: int = 0
 
     def __add__(self, other: Outcome) -> Outcome:
         return Outcome(
@@ -70,12 +72,14 @@ class Outcome:
             self.lost or other.lost,
             self.time_limit if self.time_limit is not None else other.time_limit,
             self.terminated or other.terminated,
+            self.ignored + other.ignored,
         )
 
 
 SUCCEEDED = Outcome(succeeded=1)
 FAILED = Outcome(failed=1)
 RETRIED = Outcome(retried=1)
+IGNORED = Outcome(ignored=1)
 NOTHING = Outcome()
 
 
@@ -233,7 +237,7 @@ class Executor:
                     with guard:
                         retval = task.run(*message.args, **message.kwargs)
             except Exception as exc:
-                if task.autoretry_for and not isinstance(exc, Retry):
+                if task.autoretry_for and not isinstance(exc, Retry | Ignore):
                     self._autoretry(request, exc)  # raises Retry, or ``exc`` past max_retries
                 raise
         # What follows the body runs while the request is still this thread's current one:
@@ -245,6 +249,12 @@ class Executor:
             state: str
             value: Any
             state, value = states.RETRY, retry
+        except Ignore as ignored:  # Task.replace(): the replacement, sent already, owns this id and its result
+            for hook in hooks.after_run:
+                hook(self, request)
+            log.info("Task %s[%s] ignored: %s", message.task, message.id, ignored)
+            outcome = IGNORED
+            state, value = states.IGNORED, None
         except Terminated:  # revoke(terminate=True), raised in this thread by its pool
             for hook in hooks.after_run:
                 hook(self, request)

@@ -93,6 +93,7 @@ class WorkerStats:
     succeeded: int = 0
     failed: int = 0
     retried: int = 0
+    ignored: int = 0  # bodies that raised Ignore: Task.replace (nothing stored; the replacement counts itself)
     revoked: int = 0
     deferred: int = 0
     rate_limited: int = 0  # requests held back by their task's rate limit (simq.ratelimit)

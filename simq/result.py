@@ -14,7 +14,7 @@ from simq.shared import current_app
 if TYPE_CHECKING:
     from simq.app import App
 
-__all__ = ["AsyncResult", "GroupResult", "ResultSet"]
+__all__ = ["AsyncResult", "EagerResult", "GroupResult", "ResultSet", "result_from_tuple"]
 
 
 class AsyncResult:
@@ -101,6 +101,11 @@ class AsyncResult:
         """The results of what this task sent when it finished (callbacks, the next chain link)."""
         return [result_from_spec(self.app, spec) for spec in records.load_children(self.app, self.id)]
 
+    def as_tuple(self) -> Any:
+        """``((id, parent's tuple or None), None)``, Celery's plain form (how a task returning this handle stores it)."""
+        parent = self.parent
+        return (self.id, parent.as_tuple() if parent is not None else None), None
+
     def forget(self) -> None:
         self._meta = None
         self.app.backend.forget(self.id)
@@ -123,6 +128,33 @@ class AsyncResult:
 
     def __repr__(self) -> str:
         return f"<AsyncResult: {self.id}>"
+
+
+class EagerResult(AsyncResult):
+    """The result of a call run here and now (``Task.apply``, ``Signature.apply``): it holds its outcome itself.
+
+    Like Celery's ``EagerResult``: ``get()``, ``state``, ``result`` and
+    ``traceback`` read what the call returned or raised, without the result
+    backend (the call is stored there too, so ``AsyncResult(id)`` sees it).
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        id: str,  # noqa: A002 - Celery's name
+        value: Any,
+        state: str,
+        traceback: str | None = None,
+        app: App | None = None,
+        parent: Any = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(id, app, parent)
+        self._meta = ResultMeta(id, state, value, traceback, name=name)
+
+    def __repr__(self) -> str:
+        return f"<EagerResult: {self.id}>"
 
 
 class ResultSet:
@@ -250,6 +282,11 @@ class GroupResult(ResultSet):
         assert isinstance(result, GroupResult)
         return result
 
+    def as_tuple(self) -> Any:
+        """``((id, parent's tuple or None), [member tuples])``, Celery's plain form (see ``result_from_tuple``)."""
+        parent = self.parent
+        return (self.id, parent.as_tuple() if parent is not None else None), [r.as_tuple() for r in self.results]
+
     def save(self) -> GroupResult:
         records.save_group(self.app, self.id, _spec_of(self))
         return self
@@ -290,3 +327,18 @@ def result_from_spec(app: App, spec: Any) -> AsyncResult | GroupResult:
     if isinstance(spec, Mapping):
         return GroupResult(str(spec["g"]), [result_from_spec(app, s) for s in spec["r"]], app)
     return AsyncResult(str(spec), app)
+
+
+def result_from_tuple(value: Any, app: App | None = None) -> AsyncResult | GroupResult:
+    """The result handle ``as_tuple()`` describes (a list from json works too), with its parents."""
+    if isinstance(value, AsyncResult | GroupResult):
+        return value
+    app = app if app is not None else current_app()
+    try:
+        (task_id, parent), members = value
+    except (TypeError, ValueError):
+        raise ValueError(f"not a result tuple (as AsyncResult.as_tuple() gives): {value!r}") from None
+    parent_result = result_from_tuple(parent, app) if parent else None
+    if members is not None:
+        return GroupResult(str(task_id), [result_from_tuple(m, app) for m in members], app, parent=parent_result)
+    return AsyncResult(str(task_id), app, parent_result)

@@ -9,6 +9,8 @@ SUCCESS = "SUCCESS"
 FAILURE = "FAILURE"
 RETRY = "RETRY"
 REVOKED = "REVOKED"
+#: What ``task_postrun`` reports for a task that raised ``Ignore`` (``Task.replace``); never stored.
+IGNORED = "IGNORED"
 
 #: States after which a task will not change again.
 READY_STATES = frozenset({SUCCESS, FAILURE, REVOKED})

@@ -5,16 +5,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, Protocol
 
-import attrs
-
+from simq.context import Context
 from simq.exceptions import ConfigurationError, MaxRetriesExceededError, Retry
 from simq.message import validate_priority
 
 if TYPE_CHECKING:
     from simq.app import App
-    from simq.result import AsyncResult
+    from simq.result import AsyncResult, EagerResult
     from simq.worker import Request, Worker
 
 __all__ = ["Context", "Task"]
@@ -22,32 +21,6 @@ __all__ = ["Context", "Task"]
 
 class _HasContext(Protocol):
     def context(self) -> Context: ...
-
-
-@attrs.define
-class Context:
-    """What ``self.request`` shows inside a bound task."""
-
-    id: str | None = None
-    task: str | None = None
-    args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = attrs.field(factory=dict)
-    retries: int = 0
-    eta: float | None = None
-    expires: float | None = None
-    hostname: str | None = None
-    delivery_info: Mapping[str, Any] = attrs.field(factory=dict)
-    root_id: str | None = None
-    parent_id: str | None = None
-    group: str | None = None
-    group_index: int | None = None
-    callbacks: Sequence[Any] | None = None
-    errbacks: Sequence[Any] | None = None
-    chain: Sequence[Any] | None = None
-    chord: Any = None
-    headers: Mapping[str, Any] = attrs.field(factory=dict)
-    called_directly: bool = True
-    is_eager: bool = False
 
 
 _CALL_OPTIONS = (
@@ -170,13 +143,25 @@ class Task:
 
     def apply(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> AsyncResult:
-        """Run the task locally and synchronously, with no broker; return its result handle."""
+    ) -> EagerResult:
+        """Run the task here and now, with no broker; an ``EagerResult`` holding what it returned or raised.
+
+        The outcome is stored in the result backend too, as a worker stores it.
+        A ``self.replace(sig)`` in the body runs ``sig`` here as well (``Signature.apply``).
+        """
         import traceback
 
         from simq import states
+        from simq.exceptions import Replaced
+        from simq.result import EagerResult
 
         app = self.app
+        unknown = sorted(set(options) - {"task_id"})
+        if unknown:
+            raise ConfigurationError(
+                f"{self.name}.apply() runs the task here and now, so it takes no sending option: got "
+                f"{', '.join(unknown)} (apply_async() sends it with them)"
+            )
         args, kwargs = tuple(args or ()), dict(kwargs or {})
         task_id = options.get("task_id") or app.new_id()
         self.push_request(
@@ -185,13 +170,17 @@ class Task:
         backend = app.backend
         try:
             value = self.run(*args, **kwargs)
+        except Replaced as replaced:  # the replacement ran here, under this task's id
+            return replaced.result  # type: ignore[no-any-return]
         except Exception as exc:  # noqa: BLE001 - stored, as a worker would
-            backend.mark_as_failure(task_id, exc, traceback.format_exc())
+            tb = traceback.format_exc()
+            backend.mark_as_failure(task_id, exc, tb)
+            return EagerResult(task_id, exc, states.FAILURE, tb, app, name=self.name)
         else:
             backend.store_result(task_id, value, states.SUCCESS, name=self.name)
+            return EagerResult(task_id, value, states.SUCCESS, None, app, name=self.name)
         finally:
             self.pop_request()
-        return self.AsyncResult(task_id)
 
     def retry(
         self,
@@ -245,6 +234,49 @@ class Task:
         if throw:
             raise retry
         return retry
+
+    def replace(self, sig: Any) -> NoReturn:
+        """End this task by sending ``sig`` in its place; ``sig``'s result becomes this task's result.
+
+        As Celery's: the replacement gets this task's id (on its last task; a
+        group's list of results is gathered into one), its callbacks and
+        errbacks, what follows it in a chain and the chord or group it is in.
+        It raises ``Replaced`` (an ``Ignore``): the worker stores nothing for
+        this call and acknowledges its message. ``chain()`` with no task is refused.
+        """
+        from simq.canvas.handoff import replace, replacement
+        from simq.exceptions import Replaced
+
+        request = self.request
+        if request.called_directly:
+            raise ConfigurationError(
+                f"{self.name}.replace() needs a task that was sent or applied (it hands the task's place in its "
+                f"canvas to {sig!r}); called as a plain function there is none: use delay(), apply_async() or apply()"
+            )
+        if request.is_eager:  # Task.apply(): the replacement runs here too
+            from simq.canvas.eager import run_frozen
+
+            work = replacement(self.app, request, sig)
+            raise Replaced(f"replaced by {work!r}", result=run_frozen(self.app, work, (), {}, None))
+        sent = replace(self.app, request, sig)
+        raise Replaced(f"replaced by {sent!r}")
+
+    def add_to_chord(self, sig: Any) -> Any:
+        """Add ``sig`` to the chord this running header task belongs to; send it and return its result handle.
+
+        The chord's body then also waits for ``sig`` and gets its result after
+        the header's results (Celery's ``add_to_chord``). Refused where the task
+        reports to no chord.
+        """
+        from simq.canvas.handoff import add_to_chord
+
+        request = self.request
+        if request.called_directly or request.is_eager:
+            raise ConfigurationError(
+                f"{self.name}.add_to_chord() needs a task a worker runs as part of a chord's header; "
+                f"{'called as a plain function' if request.called_directly else 'run by Task.apply()'} it has none"
+            )
+        return add_to_chord(self.app, request, sig)
 
     # -- canvas ----------------------------------------------------------------------------
     def signature(

@@ -554,6 +554,7 @@ class Worker(Settling, Inspected):
         stats.succeeded += outcome.succeeded
         stats.failed += outcome.failed
         stats.retried += outcome.retried
+        stats.ignored += outcome.ignored
         if self._crashed:
             return  # this worker's connection is gone: the broker redelivers its unacknowledged messages
         if outcome.lost:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from simq import states
-from simq.exceptions import ConfigurationError, exception_from_dict, exception_to_dict
+from simq.exceptions import ConfigurationError, SerializationError, exception_from_dict, exception_to_dict
 
 if TYPE_CHECKING:
     from simq.clock import Clock
@@ -155,7 +155,16 @@ class Backend:
             payload["retries"] = retries
         if children:
             payload["children"] = list(children)
-        body, _, _ = self.serializers.dumps(payload, self.serializer, what="result")
+        try:
+            body, _, _ = self.serializers.dumps(payload, self.serializer, what="result")
+        except SerializationError:
+            as_tuple = getattr(result, "as_tuple", None)
+            if not callable(as_tuple):
+                raise
+            # A task returned a result handle (AsyncResult, GroupResult): stored as its tuple, as Celery stores it
+            # (simq.result.result_from_tuple makes the handle again); only here, so other results pay nothing.
+            result = payload["result"] = as_tuple()
+            body, _, _ = self.serializers.dumps(payload, self.serializer, what="result")
         self._set(task_id, body if self.signer is None else self.signer.sign_record(task_id, body))
         meta = self._meta(task_id, payload, result)
         for listener in self.on_change:

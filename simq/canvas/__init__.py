@@ -38,22 +38,18 @@ How a canvas runs (see docs/canvas.md for the user's view):
 Modules: ``signatures`` (the values and their constructors), ``checks``
 (refusing bad canvases before sending), ``plan`` (freezing: ids, where each
 value lands, result handles), ``run`` (sending, continuations, chord
-counting, the worker's hooks, the map/starmap built-ins).
+counting, the worker's hooks, the map/starmap built-ins), ``handoff`` (what a
+running task does to its canvas: ``Task.replace``, ``Task.add_to_chord``),
+``eager`` (running a canvas here: ``Signature.apply``), ``records`` (what the
+canvas keeps in the result backend).
 """
 
+from simq.canvas.builtins import register_builtins, to_signature_dicts
 from simq.canvas.checks import validate
 from simq.canvas.composites import chain, chord, chunks, group
 from simq.canvas.plan import result_from_spec
 from simq.canvas.records import load_children, load_group_spec
-from simq.canvas.run import (
-    INLINE_CHAIN,
-    on_failure,
-    on_revoked,
-    on_success,
-    register_builtins,
-    send,
-    to_signature_dicts,
-)
+from simq.canvas.run import INLINE_CHAIN, on_failure, on_revoked, on_success, send
 from simq.canvas.signatures import (
     MAP_TASK,
     STARMAP_TASK,

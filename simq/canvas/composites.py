@@ -279,17 +279,31 @@ class chord(Signature):  # noqa: N801 - Celery's name
     kind = "chord"
 
     def __init__(self, header: Any = (), body: Any = None, app: App | None = None, **options: Any) -> None:
-        hdr = header if isinstance(header, group) else group(header, app=app)
-        app = app or hdr._app or (body._app if isinstance(body, Signature) else None)
+        hdr: Any
+        if isinstance(header, Iterator) and not isinstance(header, Mapping):  # a generator: sent as it yields
+            hdr = _LazyHeader(header)
+        else:
+            hdr = header if isinstance(header, group) else group(header, app=app)
+        app = app or getattr(hdr, "_app", None) or (body._app if isinstance(body, Signature) else None)
         kwargs = {"header": hdr, "body": _as_signature(app, body) if body is not None else None}
         super().__init__("simq.chord", (), kwargs, options, subtask_type="chord", app=app)
 
     @property
     def header(self) -> group:
+        """The header group (a lazy header, not sent yet, is read to its end now: see ``lazy_header``)."""
         hdr = self["kwargs"]["header"]
-        if not isinstance(hdr, group):
+        if isinstance(hdr, _LazyHeader):
+            hdr = self["kwargs"]["header"] = hdr.materialise(self._app)
+        elif not isinstance(hdr, group):
             hdr = self["kwargs"]["header"] = from_dict(hdr, self._app)
         return hdr  # type: ignore[no-any-return]
+
+    def lazy_header(self) -> Iterator[Any] | None:
+        """The header's iterator if it was given one (a generator) and nobody has read it: taken, so only once."""
+        hdr = self["kwargs"]["header"]
+        if isinstance(hdr, _LazyHeader):
+            return hdr.take()
+        return None
 
     @property
     def body(self) -> Signature | None:
@@ -300,10 +314,17 @@ class chord(Signature):  # noqa: N801 - Celery's name
             body = self["kwargs"]["body"] = from_dict(body, self._app)
         return body
 
+    @property
+    def tasks(self) -> list[Signature]:
+        """The header's tasks (Celery's name), themselves: ``for t in c.tasks: t.link_error(eb)`` changes the chord."""
+        return self.header.tasks
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.body is None and len(args) == 1 and not kwargs and isinstance(args[0], Signature):
-            # chord(header)(body)
-            return chord(self.header, args[0], app=self._app, **self.options).apply_async()
+            # chord(header)(body); a lazy header stays lazy
+            items = self.lazy_header()
+            header = items if items is not None else self.header
+            return chord(header, args[0], app=self._app, **self.options).apply_async()
         return self.apply_async(args, kwargs)
 
     def link(self, callback: Any) -> Signature:
@@ -312,12 +333,23 @@ class chord(Signature):  # noqa: N801 - Celery's name
         return self.body.link(callback)
 
     def link_error(self, errback: Any) -> Signature:
+        """Link ``errback`` to the body; with ``task_allow_error_cb_on_chord_header``, to every header task too.
+
+        By default (as Celery) it is called once, for the body, when the chord
+        fails; with the setting on it is also called for each header task that
+        fails, so a chord with two failed header tasks calls it three times.
+        """
         if self.body is None:
             raise InvalidSignature("this chord has no body yet: chord(header, body)")
+        if self.app.conf.task_allow_error_cb_on_chord_header:
+            for t in self.header.tasks:
+                t.link_error(errback)
         return self.body.link_error(errback)
 
     def __repr__(self) -> str:
-        return f"chord({self.header!r}, {self.body!r})"
+        hdr = self["kwargs"]["header"]
+        shown = "<lazy header>" if isinstance(hdr, _LazyHeader) and hdr.pending else repr(self.header)
+        return f"chord({shown}, {self.body!r})"
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
@@ -347,11 +379,12 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     def _nested(self) -> list[Any]:
         kw = self["kwargs"]
-        return [kw.get("header")] + ([kw["body"]] if kw.get("body") is not None else [])
+        hdr = kw.get("header")
+        return ([] if isinstance(hdr, _LazyHeader) else [hdr]) + ([kw["body"]] if kw.get("body") is not None else [])
 
     def _copy_nested(self) -> None:
         kw = self["kwargs"]
-        kw["header"] = _deep_copy(from_dict(kw["header"], self._app), self._app)
+        kw["header"] = _deep_copy(self.header, self._app)
         if kw.get("body") is not None:
             kw["body"] = _deep_copy(from_dict(kw["body"], self._app), self._app)
 
@@ -376,12 +409,42 @@ class chord(Signature):  # noqa: N801 - Celery's name
 
     def _check(self, checker: Checker, path: str) -> None:
         kw = self["kwargs"]
-        checker.visit(kw.get("header"), f"{path}chord.header.")
+        checker.visit(self.header, f"{path}chord.header.")
         if kw.get("body") is None:
             raise InvalidSignature(
                 f"{path or 'canvas'}: a chord needs a body: chord(header, body) or chord(header)(body)"
             )
         checker.visit(kw.get("body"), f"{path}chord.body.")
+
+
+class _LazyHeader:
+    """A chord header given as an iterator: sent part by part as it yields (``simq.canvas.run``).
+
+    Shared by every shallow copy of the chord, so whichever reads it first
+    (sending it, or anything that needs the whole header) reads it for all.
+    It is not data: encoding a chord whose lazy header was never read fails.
+    """
+
+    __slots__ = ("items", "materialised", "pending")
+
+    def __init__(self, items: Iterator[Any]) -> None:
+        self.items = items
+        self.pending = True
+        self.materialised: group | None = None
+
+    def take(self) -> Iterator[Any] | None:
+        if not self.pending:
+            return None
+        self.pending = False
+        return self.items
+
+    def materialise(self, app: App | None) -> group:
+        if self.materialised is None:
+            if not self.pending:
+                raise InvalidSignature("this chord's lazy header was sent already: it can be read only once")
+            self.pending = False
+            self.materialised = group(list(self.items), app=app)
+        return self.materialised
 
 
 class chunks(Signature):  # noqa: N801 - Celery's name

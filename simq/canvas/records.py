@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from simq.app import App
 
 __all__ = [
+    "added_key",
     "chord_key",
     "children_key",
     "group_key",
@@ -34,8 +35,14 @@ _JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def chord_key(cid: str) -> str:
-    """The chord's record; its counters are this key with ``.done``, ``.part.<id>`` (failed parts too) and ``.sent``."""
+    """The chord's record; its counters are this key with ``.done``, ``.part.<id>`` (failed parts too), ``.sent``
+    and ``.added`` (how many ``Task.add_to_chord`` calls added parts, each at ``added_key``)."""
     return f"simq-chord-{cid}"
+
+
+def added_key(cid: str, index: int) -> str:
+    """Where the spec of the ``index``-th part added to chord ``cid`` by ``Task.add_to_chord`` is (from 1)."""
+    return f"simq-chord-{cid}.added.{index}"
 
 
 def link_key(chain_id: str, index: int) -> str:

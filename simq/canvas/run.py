@@ -14,17 +14,15 @@ from simq.backends.base import ResultMeta, exception_from_dict, exception_to_dic
 from simq.calling import NO_LINEAGE, Lineage, check_options
 from simq.canvas import records
 from simq.canvas.checks import validate
-from simq.canvas.composites import chain, chunks, group
+from simq.canvas.composites import _unroll, chain, chord, chunks, group
 from simq.canvas.plan import count as _count
 from simq.canvas.plan import leaf_ids as _leaf_ids
 from simq.canvas.plan import prepare as _prepare
+from simq.canvas.plan import result_from_spec
 from simq.canvas.plan import result_of as _result
 from simq.canvas.plan import spec as _spec
 from simq.canvas.signatures import (
-    MAP_TASK,
-    STARMAP_TASK,
     Signature,
-    _as_signature,
     _deep_copy,
     _listify,
     from_dict,
@@ -36,7 +34,7 @@ if TYPE_CHECKING:
     from simq.task import Task
     from simq.worker import Request, Worker
 
-__all__ = ["on_failure", "on_revoked", "on_success", "register_builtins", "send", "to_signature_dicts"]
+__all__ = ["on_failure", "on_revoked", "on_success", "send"]
 
 log = logging.getLogger("simq.canvas")
 
@@ -48,6 +46,10 @@ def send(
     app: App, sig: Signature, args: Sequence[Any] | None, kwargs: Mapping[str, Any] | None, options: Mapping[str, Any]
 ) -> Any:
     """The entry point of every canvas send: copy, check, freeze, send; return the result handle."""
+    if isinstance(sig, chord):
+        items = sig.lazy_header()
+        if items is not None:
+            return _send_lazy_chord(app, sig, items, tuple(args or ()), dict(kwargs or {}), dict(options))
     validate(app, sig)
     work = _deep_copy(sig, app)
     options = dict(options)
@@ -78,6 +80,55 @@ def send(
     with app.batched_publishing():  # a group's members go out together (one round trip on Redis)
         _apply(app, work, tuple(args or ()), dict(kwargs or {}), options, [], None)
     return result
+
+
+def _send_lazy_chord(
+    app: App, sig: chord, items: Iterator[Any], args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]
+) -> Any:
+    """A chord whose header is an iterator: each header part is sent as it is yielded, before the next is asked for.
+
+    The chord's size is not known until the iterator ends, so the chord
+    counts as ``Task.add_to_chord`` does: its record starts with no header
+    parts and a size of one (the sender's own report, made once every part
+    is sent); each part moves the count back by what it reports before it is
+    sent and stores where its value is, in header order. So the body runs
+    once every part and the sender have reported, with the values in order.
+    """
+    body = sig.body
+    if body is None:
+        raise InvalidSignature("a chord needs a body: chord(header, body) or chord(header)(body)")
+    body = _deep_copy(body, app)
+    for cb in _listify(options.pop("link", None)):
+        body.link(cb)
+    for eb in _listify(options.pop("link_error", None)):
+        body.link_error(eb)
+    validate(app, body, "chord.body.")
+    _prepare(app, body)
+    backend = app.backend
+    cid = str(options.pop("task_id", None) or sig.id or app.new_id())
+    key = records.chord_key(cid)
+    record: dict[str, Any] = {"body": body, "cont": [], "ctx": None, "spec": {"g": cid, "r": []}, "added": True}
+    records.store(app, key, record)
+    ctx = {"id": cid, "size": 1, "fail": _fail_ids(app, body, [], None)}
+    specs: list[Any] = []
+    try:
+        for item in items:
+            for part in _unroll(app, [item]):  # a group in a header is its members, as in any chord
+                validate(app, part, f"chord.header[{len(specs)}].")
+                work = _deep_copy(part, app)
+                if isinstance(work, chunks):
+                    work = work.group()
+                _prepare(app, work)
+                backend.incr(f"{key}.done", -_count(work))
+                records.store(app, records.added_key(cid, backend.incr(f"{key}.added")), _spec(work))
+                specs.append(_spec(work))
+                _apply(app, work, args, kwargs, options, [], ctx, cid, len(specs) - 1)
+    except Exception as exc:  # the header could not be read to its end: the chord can never end
+        _fail_body(app, record, _noted(exc, f"simq: the lazy header of chord {cid} raised, so its body never ran"))
+        raise
+    records.save_group(app, cid, {"g": cid, "r": specs})
+    _chord_report(app, ctx, [f"{cid}.header-sent"])
+    return _result(app, body, result_from_spec(app, {"g": cid, "r": specs}))
 
 
 def _apply(
@@ -360,7 +411,13 @@ def _end_chord(app: App, ctx: Mapping[str, Any], failure: tuple[BaseException, s
     key = records.chord_key(cid)
     try:
         record = records.load(app, key)
-        values, failed = _collect(app, record["spec"])  # header results are records too: verified before decoding
+        spec = record["spec"]
+        if record.get("added"):  # Task.add_to_chord added parts: their results follow the header's
+            added = [
+                records.load(app, records.added_key(cid, i)) for i in range(1, backend.incr(f"{key}.added", 0) + 1)
+            ]
+            spec = {"g": spec["g"], "r": [*spec["r"], *added]}
+        values, failed = _collect(app, spec)  # header results are records too: verified before decoding
     except InvalidSignature as err:
         _unreadable(app, err, ctx.get("fail", ()), f"chord {cid}")
         backend.incr(f"{key}.sent")
@@ -485,7 +542,7 @@ def _describe(body: Signature) -> str:
 
 def _fail_body(app: App, record: Mapping[str, Any], err: BaseException) -> None:
     """The chord's body never runs: it, its errbacks and what follows it get ``err``."""
-    from simq.task import Context
+    from simq.context import Context
 
     body = from_dict(record["body"], app)
     body_id = _first_id(body)
@@ -499,41 +556,3 @@ def _fail_body(app: App, record: Mapping[str, Any], err: BaseException) -> None:
 
 def _first_id(sig: Signature) -> str:
     return next(iter(_leaf_ids(sig)), sig.id or "")
-
-
-# -- map / starmap: the built-in tasks -------------------------------------------------------------
-
-
-def register_builtins(app: App) -> None:
-    """``simq.map`` and ``simq.starmap``: the tasks behind ``task.map`` / ``task.starmap`` / ``task.chunks``."""
-    if MAP_TASK in app.tasks:
-        return
-
-    def simq_map(*args: Any, task: str, it: Any = None) -> list[Any]:
-        fun = app.tasks[task]
-        items = args[0] if args else it
-        return [fun(item) for item in items]
-
-    def simq_starmap(*args: Any, task: str, it: Any = None) -> list[Any]:
-        fun = app.tasks[task]
-        items = args[0] if args else it
-        return [fun(*item) for item in items]
-
-    app.task(name=MAP_TASK)(simq_map)
-    app.task(name=STARMAP_TASK)(simq_starmap)
-
-
-# -- link= / link_error= on apply_async --------------------------------------------------------------
-
-
-def to_signature_dicts(app: App, value: Any) -> list[dict[str, Any]]:
-    """``link=`` / ``link_error=`` values (one or a list) as plain dicts for the message."""
-    items: Iterable[Any] = value if isinstance(value, list | tuple) and not isinstance(value, Signature) else [value]
-    out = []
-    for i, item in enumerate(items):
-        sig = _as_signature(app, item)
-        validate(
-            app, sig, f"link[{i}]." if not isinstance(value, Signature) and isinstance(value, list | tuple) else ""
-        )
-        out.append(dict(sig))
-    return out

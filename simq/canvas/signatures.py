@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from simq.exceptions import ConfigurationError, InvalidSignature
 from simq.shared import current_app
@@ -14,9 +14,14 @@ if TYPE_CHECKING:
     from simq.canvas.run import Runner
     from simq.task import Task
 
-__all__ = ["MAP_TASK", "STARMAP_TASK", "Signature", "from_dict", "signature", "xmap", "xstarmap"]
+__all__ = ["ACCUMULATE_TASK", "MAP_TASK", "STARMAP_TASK", "Signature", "from_dict", "signature", "xmap", "xstarmap"]
+
+_S = TypeVar("_S", bound="Signature")
+_BUILTIN_KINDS = ("chain", "chord", "chunks", "group")
 
 MAP_TASK = "simq.map"
+#: The body ``Task.replace`` adds after a replacement whose value is a group's: it returns the list it is given.
+ACCUMULATE_TASK = "simq.accumulate"
 STARMAP_TASK = "simq.starmap"
 
 
@@ -33,8 +38,35 @@ class Signature(dict[str, Any]):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if cls.kind is not None:
-            Signature._kinds[cls.kind] = cls
+        if cls.__dict__.get("kind") is not None:  # its own kind: a subclass of chain is not "chain"
+            Signature._kinds[cls.kind] = cls  # type: ignore[index]
+
+    @classmethod
+    def register_type(cls, name: str | None = None) -> Callable[[type[_S]], type[_S]]:
+        """A class decorator, as Celery's: signatures of the subclass keep their class across the wire.
+
+        The subclass's instances carry ``subtask_type = name`` (default: the
+        class name), and ``from_dict`` (a callback in a message, ``signature(d)``)
+        rebuilds that class. The built-in kinds (chain, group, chord, chunks)
+        cannot be taken; registering a name again replaces the class (a
+        module imported again).
+        """
+
+        def register(subclass: type[_S]) -> type[_S]:
+            if not (isinstance(subclass, type) and issubclass(subclass, Signature)):
+                raise ConfigurationError(f"Signature.register_type() registers Signature subclasses, got {subclass!r}")
+            kind = name or subclass.__name__
+            taken = Signature._kinds.get(kind)
+            if kind in _BUILTIN_KINDS and taken is not subclass:
+                raise ConfigurationError(
+                    f"Signature.register_type(): {kind!r} is simq's own {taken.__name__ if taken else kind} kind; "
+                    "register the subclass under another name"
+                )
+            subclass.kind = kind
+            Signature._kinds[kind] = subclass
+            return subclass
+
+        return register
 
     def __init__(
         self,
@@ -68,7 +100,7 @@ class Signature(dict[str, Any]):
             kwargs=dict(kwargs or {}),
             options={**dict(options or {}), **ex},
             immutable=immutable,
-            subtask_type=subtask_type,
+            subtask_type=subtask_type if subtask_type is not None else type(self).kind,
         )
         self._app = app
 
@@ -184,6 +216,11 @@ class Signature(dict[str, Any]):
         """Call ``errback`` when this task fails (see docs/canvas.md for the two errback forms)."""
         return self._add_link("link_error", errback)
 
+    def on_error(self, errback: Any) -> Signature:
+        """``link_error(errback)`` that returns this signature, not the errback, so it chains: ``sig.on_error(eb).delay()``."""
+        self.link_error(errback)
+        return self
+
     def freeze(self, _id: str | None = None) -> Any:
         """Fix the task id(s) now, so the result is known before sending; returns the result handle."""
         if _id is not None:
@@ -212,6 +249,14 @@ class Signature(dict[str, Any]):
 
     def delay(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
+
+    def apply(self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any) -> Any:
+        """Run the canvas here and now, without a broker; an ``EagerResult`` (a ``GroupResult`` for a group).
+
+        See docs/canvas.md: the canvas runs in order in this process, by the
+        same rules as when it is sent; only ``task_id`` is taken as an option.
+        """
+        return self.app.apply_signature(self, args, kwargs, **options)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.apply_async(args, kwargs)
