@@ -414,12 +414,13 @@ class App:
             queue, exchange, routing_key = get("queue"), get("exchange"), get("routing_key")
             mandatory, immediate = bool(get("mandatory")), bool(get("immediate"))
             connection, connect_timeout = get("connection"), get("connect_timeout")
-        now, current = runtime.clock.now, self.current_request()
+        current = getattr(self._local, "request", None)  # self.current_request(), without the call
         message, serializer = build(
-            self, name, args, kwargs, task, options, now, runtime.new_id, current, lineage, embed
+            self, name, args, kwargs, task, options, runtime.clock, runtime.new_id, current, lineage, embed
         )
         route = self.route(name, task, queue, exchange, routing_key, args, kwargs)
-        envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
+        signer = self._signer if self._signer is not _UNSET else self.signer  # the property only until it is known
+        envelope = protocol.encode_signed(message, self.serializers, serializer, signer)  # type: ignore[arg-type]
         announce = signals.before_task_publish.receivers or signals.after_task_publish.receivers
         if announce:
             signals.before_task_publish.send(

@@ -22,6 +22,7 @@ from simq.message import TaskMessage
 
 if TYPE_CHECKING:
     from simq.app import App
+    from simq.clock import Clock
     from simq.request import Request
     from simq.task import Task
 
@@ -80,7 +81,7 @@ def build(
     kwargs: Mapping[str, Any] | None,
     task: Task | None,
     options: Mapping[str, Any],
-    now: float,
+    clock: Clock,
     new_id: Callable[[], str],
     current: Request | None,
     lineage: Lineage = NO_LINEAGE,
@@ -91,7 +92,8 @@ def build(
     ``embed`` is the canvas the message carries (its continuation, chord,
     and the ``link``/``link_error`` signatures as dicts: the caller converts them).
     ``new_id`` draws a fresh task id, called only when the options give none
-    (after every check, so a refused call draws none).
+    (after every check, so a refused call draws none). ``clock`` is read only
+    by a call with a countdown, an eta or an expiry (a plain ``delay()`` has none).
     """
     countdown = eta = expires = priority = serializer = task_id = headers = time_limit = soft_time_limit = None
     if options:  # a plain delay() has none: no lookups
@@ -103,9 +105,14 @@ def build(
         raise ConfigurationError(
             f"give either countdown= or eta= when sending {name!r}, not both (countdown={countdown!r}, eta={eta!r})"
         )
+    if expires is None and task is not None:
+        expires = task.expires
+    now = clock.now if countdown is not None or eta is not None or expires is not None else 0.0
     eta_ts: float | None = None
     if countdown is not None:
-        if isinstance(countdown, bool) or not isinstance(countdown, int | float):
+        if isinstance(countdown, bool) or not isinstance(
+            countdown, (int, float)
+        ):  # a tuple: `int | float` builds a union per call
             raise ConfigurationError(f"countdown must be a number of seconds, got {countdown!r}")
         eta_ts = now + countdown
     elif eta is not None:
@@ -118,8 +125,6 @@ def build(
                 f"the eta of {name!r} is {eta_ts - now:.0f} s ahead, beyond task_eta_limit={limit} s: "
                 "a worker would hold it for ever; raise task_eta_limit (None disables it) if you mean it"
             )
-    if expires is None and task is not None:
-        expires = task.expires
     expires_ts: float | None = None
     if expires is not None:
         expires_ts = to_timestamp(expires, app.tz) if isinstance(expires, datetime) else now + float(expires)

@@ -144,7 +144,8 @@ class Backend:
         retries: int = 0,
         children: tuple[Any, ...] = (),
     ) -> ResultMeta:
-        payload: dict[str, Any] = {"status": state, "result": result, "date_done": self.clock.now}
+        date_done = self.clock.now
+        payload: dict[str, Any] = {"status": state, "result": result, "date_done": date_done}
         if isinstance(result, BaseException):
             payload["result"] = exception_to_dict(result)
         if traceback is not None:
@@ -157,9 +158,14 @@ class Backend:
             payload["children"] = list(children)
         body, _, _ = self.serializers.dumps(payload, self.serializer, what="result")
         self._set(task_id, body if self.signer is None else self.signer.sign_record(task_id, body))
-        meta = self._meta(task_id, payload, result)
-        for listener in self.on_change:
-            listener(task_id, meta)
+        # What _meta(task_id, payload, result) gives, built from the arguments without reading the payload back.
+        value = result
+        if state in _EXCEPTION_STATES and isinstance(value, Mapping) and "exc_type" in value:
+            value = exception_from_dict(value)
+        meta = ResultMeta(task_id, state, value, traceback, date_done, name, retries, tuple(children))
+        if self.on_change:  # usually none: an empty loop still builds an iterator
+            for listener in self.on_change:
+                listener(task_id, meta)
         return meta
 
     def _meta(self, task_id: str, payload: Mapping[str, Any], result: Any = attrs.NOTHING) -> ResultMeta:

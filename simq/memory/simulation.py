@@ -9,6 +9,7 @@ the next timer, so a countdown of a day takes no real time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import random
 import weakref
@@ -242,7 +243,8 @@ class Simulation:
 
     def wait(self, task_id: str, timeout: float | None) -> ResultMeta:
         backend = self.backend
-        self.run_until(lambda: backend.is_ready(task_id), timeout, waiting_for=task_id)
+        # a partial, not a lambda: run_until asks it after every step, and a lambda is one more Python call each time
+        self.run_until(functools.partial(backend.is_ready, task_id), timeout, waiting_for=task_id)
         return backend.get_meta(task_id)
 
     def new_id(self) -> str:
