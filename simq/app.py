@@ -322,7 +322,7 @@ class App:
 
     def wait_for(self, task_id: str, timeout: float | None) -> ResultMeta:
         """Block until ``task_id`` is ready (a simulation runs until it is); what ``result.get()`` does."""
-        if self.current_request() is not None and self.simulation is not None:
+        if getattr(self._local, "request", None) is not None and self.simulation is not None:  # current_request()
             raise SimqError(
                 f"never call result.get() inside a task (waiting for {task_id}): it would block the worker; "
                 "use a chain or a chord"

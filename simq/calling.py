@@ -50,6 +50,8 @@ CALL_OPTIONS = (
     "soft_time_limit",
 )
 _KNOWN = frozenset(CALL_OPTIONS)
+#: The options ``build`` reads besides countdown, eta and expires.
+_RARER = frozenset(("priority", "serializer", "task_id", "headers", "time_limit", "soft_time_limit"))
 
 
 @attrs.frozen
@@ -99,8 +101,9 @@ def build(
     if options:  # a plain delay() has none: no lookups
         get = options.get
         countdown, eta, expires = get("countdown"), get("eta"), get("expires")
-        priority, serializer, task_id, headers = get("priority"), get("serializer"), get("task_id"), get("headers")
-        time_limit, soft_time_limit = get("time_limit"), get("soft_time_limit")
+        if not _RARER.isdisjoint(options):  # one test instead of six lookups for a call giving none of these
+            priority, serializer, task_id, headers = get("priority"), get("serializer"), get("task_id"), get("headers")
+            time_limit, soft_time_limit = get("time_limit"), get("soft_time_limit")
     if countdown is not None and eta is not None:
         raise ConfigurationError(
             f"give either countdown= or eta= when sending {name!r}, not both (countdown={countdown!r}, eta={eta!r})"
