@@ -118,6 +118,14 @@ class Backend:
     def _set(self, key: str, value: bytes) -> None:
         raise NotImplementedError
 
+    def _set_result(self, task_id: str, body: bytes, state: str, now: float) -> None:
+        """Write a task's result record (``store_result``): ``_set``, unless a backend keeps more.
+
+        The memory backend also notes whether ``state`` is ready (for ``is_ready``) and takes ``now``, the
+        record's ``date_done``, as its write time, instead of reading the clock again.
+        """
+        self._set(task_id, body)
+
     def _get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """``_get`` for each key, in order; backends on a network override it with one round trip."""
         return [self._get(key) for key in keys]
@@ -157,7 +165,9 @@ class Backend:
         if children:
             payload["children"] = list(children)
         body, _, _ = self.serializers.dumps(payload, self.serializer, what="result")
-        self._set(task_id, body if self.signer is None else self.signer.sign_record(task_id, body))
+        self._set_result(
+            task_id, body if self.signer is None else self.signer.sign_record(task_id, body), state, date_done
+        )
         # What _meta(task_id, payload, result) gives, built from the arguments without reading the payload back.
         value = result
         if state in _EXCEPTION_STATES and isinstance(value, Mapping) and "exc_type" in value:

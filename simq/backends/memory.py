@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from simq.backends.base import Backend, ResultMeta
+from simq.backends.base import Backend
 from simq.states import READY_STATES
 
 __all__ = ["MemoryBackend"]
@@ -42,11 +42,13 @@ class MemoryBackend(Backend):
     _next_due: float = attrs.field(default=math.inf, init=False)
     """No later than the earliest deadline: before it a read checks nothing else."""
 
-    def _touch(self, deadlines: dict[str, float], key: str) -> None:
+    def _touch(self, deadlines: dict[str, float], key: str, now: float | None = None) -> None:
+        """``key`` was written at ``now`` (read from the clock if not given): it expires ``expires`` after that."""
         expires = self.expires
         if expires is None:
             return
-        now = self.clock.now
+        if now is None:
+            now = self.clock.now
         deadline = now + expires
         deadlines.pop(key, None)  # to the end: the latest deadline
         deadlines[key] = deadline
@@ -88,12 +90,16 @@ class MemoryBackend(Backend):
             return self._data.get(key)
         return raw
 
-    def _set(self, key: str, value: bytes) -> None:
+    def _set(self, key: str, value: bytes, now: float | None = None) -> None:
         with self._lock:
             self._data[key] = value
-            self._touch(self._record_deadlines, key)
+            self._touch(self._record_deadlines, key, now)
             if self._waiters:  # counted under the same lock, so no wake-up is lost
                 self._cond.notify_all()
+
+    def _set_result(self, task_id: str, body: bytes, state: str, now: float) -> None:
+        self._set(task_id, body, now)
+        self._ready[task_id] = state in READY_STATES
 
     def is_ready(self, task_id: str) -> bool:
         """Cheap readiness check the simulation polls between steps."""
@@ -103,21 +109,6 @@ class MemoryBackend(Backend):
             self._purge()
             return self._ready.get(task_id, False)
         return True
-
-    def store_result(
-        self,
-        task_id: str,
-        result: Any,
-        state: str,
-        traceback: str | None = None,
-        *,
-        name: str | None = None,
-        retries: int = 0,
-        children: tuple[Any, ...] = (),
-    ) -> ResultMeta:
-        meta = super().store_result(task_id, result, state, traceback, name=name, retries=retries, children=children)
-        self._ready[task_id] = state in READY_STATES  # meta.ready, without the property call
-        return meta
 
     def _delete(self, key: str) -> None:
         self._data.pop(key, None)
