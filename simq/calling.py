@@ -143,19 +143,22 @@ def build(
     task_id = task_id or new_id()
     if time_limit is not None or soft_time_limit is not None:
         headers = {**(headers or {}), HEADER: timelimit_header(time_limit, soft_time_limit)}
-    message = TaskMessage(  # validates priority (0..9) and the id, once
-        id=task_id,
-        task=name,
-        args=tuple(args) if args is not None else (),
-        kwargs=dict(kwargs) if kwargs else {},
-        eta=eta_ts,
-        expires=expires_ts,
-        priority=priority,
-        root_id=root_id or task_id,
-        parent_id=parent_id,
-        group=lineage.group_id,
-        group_index=lineage.group_index,
-        embed=dict(embed) if embed else {},
-        headers=dict(headers) if headers else {},
+    # By position, in TaskMessage's field order (tests/test_hot_path.py pins it): matching 14 keyword
+    # names cost about 5,000 instructions a send. Validates priority (0..9) and the id, once.
+    message = TaskMessage(
+        task_id,  # id
+        name,  # task
+        tuple(args) if args is not None else (),  # args
+        dict(kwargs) if kwargs else {},  # kwargs
+        eta_ts,  # eta
+        expires_ts,  # expires
+        0,  # retries
+        priority,  # priority
+        root_id or task_id,  # root_id
+        parent_id,  # parent_id
+        lineage.group_id,  # group
+        lineage.group_index,  # group_index
+        dict(embed) if embed else {},  # embed
+        dict(headers) if headers else {},  # headers
     )
     return message, serializer
