@@ -202,7 +202,6 @@ class Executor:
         message = request.message
         task = request.task
         hooks = self.hooks
-        after_task = hooks.after_task  # read once: the state it is given is worked out only when it holds hooks
         # ``if`` before each hot loop over hooks: most moments have none, and looping over an empty
         # tuple still builds an iterator (about 150 instructions a loop, several loops a task).
         if hooks.before_run:
@@ -278,15 +277,14 @@ class Executor:
             else:  # what succeeded() does for a task without a canvas, one call fewer
                 ignore = task.ignore_result if task.ignore_result is not None else self._ignore_result_default
                 outcome = self._succeeded(request, retval, runtime, store=not ignore, logged=timed)
-            if after_task:
-                state, value = (states.SUCCESS if outcome.succeeded else states.FAILURE), retval
+            state, value = (states.SUCCESS if outcome.succeeded else states.FAILURE), retval
         finally:
             if virtual:
                 running.run = outer
             local.request = previous
             requests.pop()
-        if after_task:
-            for hook in after_task:
+        if hooks.after_task:  # read after the body: a receiver connected while it ran is heard
+            for hook in hooks.after_task:
                 hook(self, request, state, value)
         return outcome
 
