@@ -88,7 +88,8 @@ class App:
         self._runtimes: list[Runtime] = [self._wall_runtime]
         self._eager: Simulation | None = None
         self._always_eager = False
-        self._local = threading.local()
+        #: Per thread: ``task_local.request`` is the request of the task running in it (unset outside one).
+        self.task_local = threading.local()
         self._route_cache: dict[tuple[Any, ...], Route] = {}
         self._signer: object = _UNSET
         self.conf = Config(self._conf_changed)
@@ -322,7 +323,7 @@ class App:
 
     def wait_for(self, task_id: str, timeout: float | None) -> ResultMeta:
         """Block until ``task_id`` is ready (a simulation runs until it is); what ``result.get()`` does."""
-        if self.current_request() is not None and self.simulation is not None:
+        if getattr(self.task_local, "request", None) is not None and self.simulation is not None:  # current_request()
             raise SimqError(
                 f"never call result.get() inside a task (waiting for {task_id}): it would block the worker; "
                 "use a chain or a chord"
@@ -358,16 +359,16 @@ class App:
 
     def current_request(self) -> Request | None:
         """The request of the task running in this thread, if any."""
-        return getattr(self._local, "request", None)
+        return getattr(self.task_local, "request", None)
 
     def enter_task(self, request: Request) -> Request | None:
         """A task starts running in this thread (sends from it take their lineage from it); returns the previous one."""
-        previous = getattr(self._local, "request", None)
-        self._local.request = request
+        previous = getattr(self.task_local, "request", None)
+        self.task_local.request = request
         return previous
 
     def leave_task(self, previous: Request | None) -> None:
-        self._local.request = previous
+        self.task_local.request = previous
 
     def send_task(
         self,
@@ -414,12 +415,13 @@ class App:
             queue, exchange, routing_key = get("queue"), get("exchange"), get("routing_key")
             mandatory, immediate = bool(get("mandatory")), bool(get("immediate"))
             connection, connect_timeout = get("connection"), get("connect_timeout")
-        now, current = runtime.clock.now, self.current_request()
+        current = getattr(self.task_local, "request", None)  # self.current_request(), without the call
         message, serializer = build(
-            self, name, args, kwargs, task, options, now, runtime.new_id, current, lineage, embed
+            self, name, args, kwargs, task, options, runtime.clock, runtime.new_id, current, lineage, embed
         )
         route = self.route(name, task, queue, exchange, routing_key, args, kwargs)
-        envelope = protocol.encode_signed(message, self.serializers, serializer, self.signer)
+        signer = self._signer if self._signer is not _UNSET else self.signer  # the property only until it is known
+        envelope = protocol.encode_signed(message, self.serializers, serializer, signer)  # type: ignore[arg-type]
         announce = signals.before_task_publish.receivers or signals.after_task_publish.receivers
         if announce:
             signals.before_task_publish.send(

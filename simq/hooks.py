@@ -38,6 +38,11 @@ __all__ = ["MOMENTS", "Hooks", "WorkerHook"]
 class WorkerHook:
     """Base class of worker hooks: every moment is a no-op here."""
 
+    #: True for a hook that acts only on requests whose message embeds a canvas (``message.embed``):
+    #: the executor leaves it out of ``on_success`` for the others (``Hooks.on_success_plain``), which
+    #: saves a call per plain task.
+    canvas_only: bool = False
+
     # -- the worker's side ---------------------------------------------------------------
     def worker_start(self, worker: Worker) -> None:
         """The worker consumes its queues now."""
@@ -117,7 +122,7 @@ _Moment = tuple[Callable[..., None], ...]
 class Hooks:
     """A worker's hooks, one tuple of bound methods per moment, holding only the hooks that act on it."""
 
-    __slots__ = ("__weakref__", "_lock", "hooks", *MOMENTS)
+    __slots__ = ("__weakref__", "_lock", "hooks", "on_success_plain", *MOMENTS)
 
     worker_start: _Moment
     worker_stop: _Moment
@@ -134,6 +139,8 @@ class Hooks:
     on_retry: _Moment
     after_task: _Moment
     on_batch: _Moment
+    #: ``on_success`` for a request whose message embeds no canvas: without the ``canvas_only`` hooks.
+    on_success_plain: _Moment
 
     def __init__(self, hooks: Sequence[WorkerHook] = ()) -> None:
         self.hooks: tuple[WorkerHook, ...] = tuple(hooks)
@@ -149,14 +156,18 @@ class Hooks:
         with self._lock:  # each refresh reads the hooks' answers after the change that asked for it
             for moment in MOMENTS:
                 base = getattr(WorkerHook, moment)
-                bound: list[Callable[..., None]] = []
+                acting: list[WorkerHook] = []
                 for hook in self.hooks:
                     if getattr(type(hook), moment, base) is base:
                         continue
                     acts_on = getattr(hook, "acts_on", None)
                     if acts_on is None or acts_on(moment):
-                        bound.append(getattr(hook, moment))
-                setattr(self, moment, tuple(bound))
+                        acting.append(hook)
+                setattr(self, moment, tuple(getattr(hook, moment) for hook in acting))
+                if moment == "on_success":
+                    self.on_success_plain = tuple(
+                        hook.on_success for hook in acting if not getattr(hook, "canvas_only", False)
+                    )
 
     def __iter__(self) -> Any:
         return iter(self.hooks)

@@ -125,7 +125,10 @@ class _VirtualRun:
     hard_limit: float | None
 
 
-_virtual = threading.local()
+#: The simulated task body running in each thread, as ``running.run`` (None outside one): what
+#: ``virtual_sleep`` reads. The executor sets and restores it around each body with two attribute
+#: writes (no call per task); ``limited_run`` builds the state of a body with time limits.
+running = threading.local()
 
 
 def plain_run(clock: VirtualClock) -> _VirtualRun:
@@ -133,23 +136,12 @@ def plain_run(clock: VirtualClock) -> _VirtualRun:
     return _VirtualRun(clock, None, None, None, None)
 
 
-def enter_virtual(plain: _VirtualRun, limits: TimeLimits | None) -> _VirtualRun | None:
-    """A simulated task body starts: its ``time.sleep()`` moves the clock, within ``limits``; returns what to restore."""
-    previous: _VirtualRun | None = getattr(_virtual, "run", None)
-    if limits is None:
-        _virtual.run = plain
-    else:
-        clock = plain.clock
-        now = clock.now
-        soft, hard = limits.soft, limits.hard
-        _virtual.run = _VirtualRun(
-            clock, None if soft is None else now + soft, None if hard is None else now + hard, soft, hard
-        )
-    return previous
-
-
-def leave_virtual(previous: _VirtualRun | None) -> None:
-    _virtual.run = previous
+def limited_run(plain: _VirtualRun, limits: TimeLimits) -> _VirtualRun:
+    """The state of a simulated task body starting now under ``limits``: its ``time.sleep()`` moves the clock within them."""
+    clock = plain.clock
+    now = clock.now
+    soft, hard = limits.soft, limits.hard
+    return _VirtualRun(clock, None if soft is None else now + soft, None if hard is None else now + hard, soft, hard)
 
 
 def _check_seconds(seconds: Any) -> None:
@@ -167,7 +159,7 @@ def virtual_sleep(seconds: float) -> None:
     loop): the simulation runs that much virtual time forward, so what the
     loop waits for happens. Any other thread: the real sleep.
     """
-    run: _VirtualRun | None = getattr(_virtual, "run", None)
+    run: _VirtualRun | None = getattr(running, "run", None)
     if run is None:
         driver = _drivers[-1] if _drivers else None
         if driver is None or driver[0] != threading.get_ident():

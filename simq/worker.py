@@ -284,7 +284,7 @@ class Worker(Settling, Inspected):
             )
             return
         eta = message.eta
-        now = self.clock.now
+        now = self.clock.now if eta is not None else 0.0  # only an eta needs the time
         if eta is not None and self._eta_limit is not None and eta - now > self._eta_limit:
             self.reject(
                 delivery,
@@ -511,8 +511,9 @@ class Worker(Settling, Inspected):
         pool = self.pool
         if pool is None:
             outcome = executor.run_task(request, acks_late)
-            for hook in self._hooks.before_ack:
-                hook(self, request)
+            if self._hooks.before_ack:  # an empty loop still builds an iterator
+                for hook in self._hooks.before_ack:
+                    hook(self, request)
             if outcome is SUCCEEDED and not self._crashed:  # _finish's common case, without the call
                 self.stats.succeeded += 1
                 if acks_late:

@@ -142,3 +142,122 @@ class TestSendTaskOptions:
             probe.delay().get()
             assert add.delay(1, 2).get() == 3
         assert seen[:1] == [(7, "application/x-msgpack")]
+
+
+class TestTaskMessageFieldOrder:
+    def test_the_fields_are_in_the_order_calling_build_passes_them(self):
+        # simq.calling.build constructs TaskMessage by position: a reordered class must fail here.
+        import attrs
+
+        from simq.message import TaskMessage
+
+        assert [f.name for f in attrs.fields(TaskMessage)] == [
+            "id",
+            "task",
+            "args",
+            "kwargs",
+            "eta",
+            "expires",
+            "retries",
+            "priority",
+            "root_id",
+            "parent_id",
+            "group",
+            "group_index",
+            "embed",
+            "headers",
+        ]
+
+    def test_a_send_puts_each_option_in_its_field(self):
+        from simq.hooks import WorkerHook
+
+        app = App("fields")
+        seen = []
+
+        class Look(WorkerHook):
+            def before_run(self, executor, request):
+                seen.append(request.message)
+
+        app.worker_hooks.append(Look())
+
+        @app.task(name="add")
+        def add(x, y=0):
+            return x + y
+
+        with app.simulate(seed=3) as sim:
+            start = sim.clock.now
+            assert add.apply_async((1,), {"y": 2}, countdown=5, expires=50, priority=3, task_id="the-id").get() == 3
+        (message,) = seen
+        assert (message.id, message.task, tuple(message.args), dict(message.kwargs)) == (
+            "the-id",
+            "add",
+            (1,),
+            {"y": 2},
+        )
+        assert (message.eta, message.expires, message.retries, message.priority) == (start + 5, start + 50, 0, 3)
+        assert (message.root_id, message.parent_id, message.group, message.group_index) == ("the-id", None, None, None)
+        assert (dict(message.embed), dict(message.headers)) == ({}, {})
+
+
+class TestCanvasOnlyHooks:
+    def test_a_canvas_only_hook_is_left_out_of_on_success_for_plain_messages_only(self):
+        from simq.hooks import Hooks, WorkerHook
+
+        class Plain(WorkerHook):
+            def on_success(self, executor, request, retval):
+                pass
+
+        class CanvasOnly(WorkerHook):
+            canvas_only = True
+
+            def on_success(self, executor, request, retval):
+                pass
+
+        plain, canvas = Plain(), CanvasOnly()
+        hooks = Hooks([plain, canvas])
+        assert hooks.on_success == (plain.on_success, canvas.on_success)
+        assert hooks.on_success_plain == (plain.on_success,)
+
+    def test_a_plain_task_does_not_reach_the_canvas_hook_and_a_linked_one_does(self):
+        from simq.canvas.hook import CanvasHook
+
+        app = App("canvas-only")
+        calls: list[bool] = []
+
+        class Counting(CanvasHook):
+            def on_success(self, executor, request, retval):
+                calls.append(bool(request.message.embed))
+                super().on_success(executor, request, retval)
+
+        app.worker_hooks[0] = Counting()
+
+        @app.task(name="add")
+        def add(x, y):
+            return x + y
+
+        with app.simulate(seed=1):
+            assert add.delay(1, 1).get() == 2
+            assert calls == []
+            linked = add.apply_async((1, 2), link=add.s(10))
+            assert linked.get() == 3
+        assert calls == [True]
+
+
+class TestMemoryBackendExpiryOrder:
+    def test_a_record_written_again_goes_behind_records_written_after_its_first_write(self):
+        from simq.clock import VirtualClock
+
+        clock = VirtualClock(start=1000.0)
+        backend = MemoryBackend(SerializerRegistry(), clock, expires=60)
+        backend.store_result("a", 1, states.SUCCESS)
+        clock.jump_to(1010.0)
+        backend.store_result("b", 2, states.SUCCESS)
+        clock.jump_to(1020.0)
+        backend.store_result("a", 3, states.SUCCESS)  # a now expires at 1080, after b (1070)
+        clock.jump_to(1075.0)
+        assert backend.get_meta("b").state == states.PENDING
+        assert backend.get_meta("a").result == 3
+        assert backend.is_ready("a") and not backend.is_ready("b")
+        clock.jump_to(1080.0)
+        assert backend.get_meta("a").state == states.PENDING
+        assert len(backend) == 0

@@ -118,6 +118,14 @@ class Backend:
     def _set(self, key: str, value: bytes) -> None:
         raise NotImplementedError
 
+    def _set_result(self, task_id: str, body: bytes, state: str, now: float) -> None:
+        """Write a task's result record (``store_result``): ``_set``, unless a backend keeps more.
+
+        The memory backend also notes whether ``state`` is ready (for ``is_ready``) and takes ``now``, the
+        record's ``date_done``, as its write time, instead of reading the clock again.
+        """
+        self._set(task_id, body)
+
     def _get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         """``_get`` for each key, in order; backends on a network override it with one round trip."""
         return [self._get(key) for key in keys]
@@ -144,7 +152,8 @@ class Backend:
         retries: int = 0,
         children: tuple[Any, ...] = (),
     ) -> ResultMeta:
-        payload: dict[str, Any] = {"status": state, "result": result, "date_done": self.clock.now}
+        date_done = self.clock.now
+        payload: dict[str, Any] = {"status": state, "result": result, "date_done": date_done}
         if isinstance(result, BaseException):
             payload["result"] = exception_to_dict(result)
         if traceback is not None:
@@ -165,10 +174,17 @@ class Backend:
             # (simq.result.result_from_tuple makes the handle again); only here, so other results pay nothing.
             result = payload["result"] = as_tuple()
             body, _, _ = self.serializers.dumps(payload, self.serializer, what="result")
-        self._set(task_id, body if self.signer is None else self.signer.sign_record(task_id, body))
-        meta = self._meta(task_id, payload, result)
-        for listener in self.on_change:
-            listener(task_id, meta)
+        self._set_result(
+            task_id, body if self.signer is None else self.signer.sign_record(task_id, body), state, date_done
+        )
+        # What _meta(task_id, payload, result) gives, built from the arguments without reading the payload back.
+        value = result
+        if state in _EXCEPTION_STATES and isinstance(value, Mapping) and "exc_type" in value:
+            value = exception_from_dict(value)
+        meta = ResultMeta(task_id, state, value, traceback, date_done, name, retries, tuple(children))
+        if self.on_change:  # usually none: an empty loop still builds an iterator
+            for listener in self.on_change:
+                listener(task_id, meta)
         return meta
 
     def _meta(self, task_id: str, payload: Mapping[str, Any], result: Any = attrs.NOTHING) -> ResultMeta:

@@ -17,6 +17,8 @@ __all__ = ["CanvasHook"]
 class CanvasHook(WorkerHook):
     """Callbacks, errbacks, the next chain link and chord counting, for tasks whose message embeds a canvas."""
 
+    canvas_only = True
+
     def on_success(self, executor: Executor, request: Request, retval: Any) -> None:
         if request.message.embed:
             run.on_success(executor, request, retval)  # type: ignore[arg-type]

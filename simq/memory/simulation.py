@@ -9,6 +9,7 @@ the next timer, so a countdown of a day takes no real time.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import random
 import weakref
@@ -242,7 +243,8 @@ class Simulation:
 
     def wait(self, task_id: str, timeout: float | None) -> ResultMeta:
         backend = self.backend
-        self.run_until(lambda: backend.is_ready(task_id), timeout, waiting_for=task_id)
+        # a partial, not a lambda: run_until asks it after every step, and a lambda is one more Python call each time
+        self.run_until(functools.partial(backend.is_ready, task_id), timeout, waiting_for=task_id)
         return backend.get_meta(task_id)
 
     def new_id(self) -> str:
@@ -258,13 +260,14 @@ class Simulation:
         if self._injector is not None and self._injector.between_steps():
             self.broker.dispatch()
         workers = self.worker_list
+        worker: Worker | None
         if len(workers) == 1:  # one worker: no list to build, no choice to make (and no rng draw)
             only = workers[0]
-            busy = [only] if not only._stopping and only.has_work() else None
+            worker = only if not only._stopping and only.has_work() else None
         else:
             busy = [w for w in workers if not w._stopping and w.has_work()]
-        if busy:
-            worker = busy[0] if len(busy) == 1 else busy[self.rng.randrange(len(busy))]
+            worker = None if not busy else busy[0] if len(busy) == 1 else busy[self.rng.randrange(len(busy))]
+        if worker is not None:
             if self._injector is None:
                 worker.step()
             else:
