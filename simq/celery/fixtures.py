@@ -10,7 +10,11 @@ as with Celery.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import sys
+import time
+import types
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -66,6 +70,38 @@ def _current() -> Any:
         return current_app()
     except ConfigurationError:  # no app yet
         return None
+
+
+@contextlib.contextmanager
+def _virtual_sleep_in(modules: Sequence[types.ModuleType], real: Any) -> Iterator[None]:
+    """Inside a simulation, ``from time import sleep`` names in ``modules`` sleep virtually too.
+
+    simq routes ``time.sleep`` to the simulation; a module that bound the name
+    at import time (Celery's suite does, in its tests and its tasks) keeps the
+    real one, so its polling loops would wait on the wall clock. While the
+    simulation runs those names point at the routed function; after, back.
+    """
+    routed = vars(time)["sleep"]
+    changed: list[tuple[types.ModuleType, str]] = []
+    if routed is not real:
+        for module in modules:
+            for name, value in list(vars(module).items()):
+                if value is real:
+                    setattr(module, name, routed)
+                    changed.append((module, name))
+    try:
+        yield
+    finally:
+        for module, name in changed:
+            setattr(module, name, real)
+
+
+def _test_modules(request: Any, includes: Sequence[str]) -> list[types.ModuleType]:
+    modules = [sys.modules[name] for name in includes if name in sys.modules]
+    module = getattr(request, "module", None)
+    if module is not None:
+        modules.append(module)
+    return modules
 
 
 def make_app(
@@ -201,7 +237,8 @@ def celery_app(
     try:
         if _mode(request.config) == "sim":
             seed = _seed(request.config)
-            with app.simulate(seed=seed) as sim:
+            real_sleep = vars(time)["sleep"]
+            with app.simulate(seed=seed) as sim, _virtual_sleep_in(_test_modules(request, includes), real_sleep):
                 yield app
             report = getattr(request.node, "rep_call", None)
             if report is not None and report.failed:
@@ -247,5 +284,7 @@ def _simq_celery_session_simulation(request: Any) -> Iterator[None]:
         yield
         return
     app = request.getfixturevalue("celery_session_app")
-    with app.simulate(seed=_seed(request.config)):
+    includes = request.getfixturevalue("celery_includes") if "celery_includes" in names else ()
+    real_sleep = vars(time)["sleep"]
+    with app.simulate(seed=_seed(request.config)), _virtual_sleep_in(_test_modules(request, includes), real_sleep):
         yield
