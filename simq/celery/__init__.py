@@ -42,6 +42,11 @@ class _Refuse(importlib.abc.MetaPathFinder):
         return None
 
 
+def _ours(name: str) -> bool:
+    """A module name the layer provides (celery and its submodules, celery_batches)."""
+    return name in ("celery", "celery_batches") or name.startswith("celery.")
+
+
 def installed() -> bool:
     """Whether ``import celery`` gives simq's layer now."""
     module = sys.modules.get("celery")
@@ -59,19 +64,19 @@ def install() -> None:
     from simq.celery.modules import build_modules
 
     with _lock:
-        if installed():
-            return
-        for name in [n for n in sys.modules if n == "celery" or n.startswith("celery.")]:
-            del sys.modules[name]
-        sys.modules.update(build_modules())
         if not any(isinstance(f, _Refuse) for f in sys.meta_path):
             sys.meta_path.insert(0, _Refuse())
+        if installed():
+            return
+        for name in [n for n in sys.modules if _ours(n)]:
+            del sys.modules[name]
+        sys.modules.update(build_modules())
 
 
 def uninstall() -> None:
     """Take the layer out again (``import celery`` then finds a real celery, if one is installed)."""
     with _lock:
-        for name in [n for n in sys.modules if n == "celery" or n.startswith("celery.")]:
+        for name in [n for n in sys.modules if _ours(n)]:
             del sys.modules[name]
         sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Refuse)]
 

@@ -54,14 +54,12 @@ class SimulatedWorker:
 
 
 def _mode(config: Any) -> str:
-    return str(config.getoption("--simq-celery-mode"))
+    # default: the fixtures imported by a conftest.py without the plugin loaded (as Celery's suite does)
+    return str(config.getoption("--simq-celery-mode", default="sim"))
 
 
 def _seed(config: Any) -> int:
-    try:
-        seed = config.getoption("--simq-seed")
-    except ValueError:
-        seed = None
+    seed = config.getoption("--simq-seed", default=None)
     return 0 if seed is None else int(seed)
 
 

@@ -35,6 +35,7 @@ MODULE_NAMES = (
     "celery.states",
     "celery.utils",
     "celery.utils.log",
+    "celery_batches",
 )
 
 
@@ -78,7 +79,7 @@ def uuid() -> str:
 
 def _contents() -> dict[str, dict[str, Any]]:
     import simq
-    from simq import canvas, exceptions, result, signals, states
+    from simq import batches, canvas, exceptions, result, signals, states
     from simq.backends import base as backends_base
     from simq.celery.app import Celery
     from simq.celery.tasks import shared_task
@@ -144,6 +145,7 @@ def _contents() -> dict[str, dict[str, Any]]:
         "celery.states": {n: getattr(states, n) for n in state_names},
         "celery.utils": {"uuid": uuid},
         "celery.utils.log": {"get_task_logger": get_task_logger, "get_logger": get_logger},
+        "celery_batches": {"Batches": batches.Batches, "SimpleRequest": batches.SimpleRequest},
     }
 
 
