@@ -36,8 +36,32 @@ def _namespace(config: Any) -> str:
 
     key = _stash_key(pytest)
     if key not in config.stash:
-        config.stash[key] = f"simq-celery-{uuid.uuid4().hex[:12]}"
+        namespace = config.stash[key] = f"simq-celery-{uuid.uuid4().hex[:12]}"
+        urls = [config.getoption("--simq-celery-broker"), config.getoption("--simq-celery-backend")]
+        config.add_cleanup(lambda: _delete_namespace([u for u in urls if u], namespace))
     return str(config.stash[key])
+
+
+def _delete_namespace(urls: Sequence[str], namespace: str) -> None:
+    """At the session's end: delete the session's keys (queues, results, logs) from each Redis it used."""
+    seen: set[str] = set()
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss"):
+            continue
+        plain = urlunsplit(parts._replace(query=""))
+        if plain in seen:
+            continue
+        seen.add(plain)
+        import redis
+
+        client = redis.Redis.from_url(plain)
+        try:
+            keys = list(client.scan_iter(match=f"*:{namespace}:*", count=1000))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])
+        finally:
+            client.close()
 
 
 @functools.cache
