@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 import traceback as tb_module
 import weakref
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from simq import states
 from simq.exceptions import BrokerUnavailable, ConfigurationError, SimqError
 from simq.executor import Outcome
 from simq.task import Task
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from simq.backends.base import Backend
     from simq.clock import Timer
     from simq.executor import Executor
+    from simq.result import AsyncResult
     from simq.worker import Request, Worker
 
 log = logging.getLogger("simq.worker")
@@ -118,6 +121,41 @@ class Batches(Task):
                 f"batch task {cls.name!r}: time_limit and soft_time_limit are not supported on Batches tasks "
                 "(a flush runs many requests at once); bound the work inside the flush function instead"
             )
+
+    def apply(
+        self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
+    ) -> AsyncResult:
+        """Run the body here on a batch of one request, ``body([SimpleRequest])``, as celery-batches does.
+
+        The request's result is what the body marks for it, else the single
+        value of a one-item list it returns, else None; FAILURE if it raises.
+        """
+        from simq.task import Context
+
+        unknown = sorted(k for k in options if k != "task_id")
+        if unknown:
+            raise ConfigurationError(f"batch task {self.name!r}: apply() takes only task_id=, got {unknown[0]!r}")
+        app = self.app
+        task_id = options.get("task_id") or app.new_id()
+        simple = SimpleRequest(id=task_id, name=self.name, args=tuple(args or ()), kwargs=dict(kwargs or {}))
+        guard = _Guard({task_id: simple}, self.name)  # type: ignore[dict-item]
+        backend = app.backend
+        previous_guard = backend.mark_guard
+        backend.mark_guard = guard
+        self.push_request(Context(id=task_id, task=self.name, called_directly=False, is_eager=True))
+        try:
+            retval = self.run([simple])
+        except Exception as exc:  # noqa: BLE001 - stored, as a worker would
+            if task_id not in guard.marked:
+                backend.mark_as_failure(task_id, exc, tb_module.format_exc())
+        else:
+            if task_id not in guard.marked:
+                value = retval[0] if isinstance(retval, list) and len(retval) == 1 else None
+                backend.store_result(task_id, value, states.SUCCESS, name=self.name)
+        finally:
+            self.pop_request()
+            backend.mark_guard = previous_guard
+        return self.AsyncResult(task_id)
 
     # -- per-worker buffers ----------------------------------------------------------------
     def _buffer(self, worker: Worker) -> _Buffer:

@@ -331,3 +331,6 @@ class Backend:
         if self._incr(part, 1) != 1:
             return None
         return self._incr(counter, 1)
+
+    def ensure_chords_allowed(self) -> None:
+        """Celery's check that a backend can join chords: every simq backend can (an atomic counter), so it passes."""
