@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from simq.backends.base import Backend
     from simq.clock import Timer
     from simq.executor import Executor
-    from simq.result import AsyncResult
+    from simq.result import EagerResult
     from simq.worker import Request, Worker
 
 log = logging.getLogger("simq.worker")
@@ -124,12 +124,13 @@ class Batches(Task):
 
     def apply(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
-    ) -> AsyncResult:
+    ) -> EagerResult:
         """Run the body here on a batch of one request, ``body([SimpleRequest])``, as celery-batches does.
 
         The request's result is what the body marks for it, else the single
         value of a one-item list it returns, else None; FAILURE if it raises.
         """
+        from simq.result import EagerResult
         from simq.task import Context
 
         unknown = sorted(k for k in options if k != "task_id")
@@ -155,7 +156,8 @@ class Batches(Task):
         finally:
             self.pop_request()
             backend.mark_guard = previous_guard
-        return self.AsyncResult(task_id)
+        meta = backend.get_meta(task_id)
+        return EagerResult(task_id, meta.result, meta.state, meta.traceback, app, name=self.name)
 
     # -- per-worker buffers ----------------------------------------------------------------
     def _buffer(self, worker: Worker) -> _Buffer:

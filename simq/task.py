@@ -147,7 +147,8 @@ class Task:
         """Run the task here and now, with no broker; an ``EagerResult`` holding what it returned or raised.
 
         The outcome is stored in the result backend too, as a worker stores it.
-        A ``self.replace(sig)`` in the body runs ``sig`` here as well (``Signature.apply``).
+        A ``self.replace(sig)`` in the body runs ``sig`` here as well (``Signature.apply``),
+        and so do ``link`` callbacks and ``link_error`` errbacks, each in its own form.
         """
         import traceback
 
@@ -156,6 +157,15 @@ class Task:
         from simq.result import EagerResult
 
         app = self.app
+        callbacks, errbacks = _links(options.pop("link", None)), _links(options.pop("link_error", None))
+        if callbacks or errbacks:
+            # as Celery's: they run here too (Signature.apply runs the task itself through this method)
+            sig = self.signature(args, kwargs)
+            for callback in callbacks:
+                sig.link(callback)
+            for errback in errbacks:
+                sig.link_error(errback)
+            return sig.apply(**options)  # type: ignore[no-any-return]
         unknown = sorted(set(options) - {"task_id"})
         if unknown:
             raise ConfigurationError(
@@ -411,3 +421,10 @@ def backoff_countdown(task: Task, retries: int, rng: Any) -> float:
     if task.retry_jitter:
         countdown = float(rng.uniform(0, countdown))
     return max(0.0, countdown)
+
+
+def _links(value: Any) -> list[Any]:
+    """``link=`` / ``link_error=``: one signature or a list of them."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list | tuple) else [value]

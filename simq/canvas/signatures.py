@@ -105,6 +105,11 @@ class Signature(dict[str, Any]):
         self._app = app
 
     @classmethod
+    def from_dict(cls, data: Any, app: App | None = None) -> Signature:
+        """A signature of the right kind (chain, group, chord, a registered type) from its dict form, as Celery's."""
+        return from_dict(data, app)
+
+    @classmethod
     def _from_dict(cls, data: Mapping[str, Any], app: App | None) -> Signature:
         sig = cls.__new__(cls)
         dict.__init__(
