@@ -73,6 +73,10 @@ NOT_SUPPORTED: dict[str, str] = {
     "task_annotations": "set options on the task (@app.task(...)) instead",
     "task_inherit_parent_priority": "simq does not inherit priorities",
     "task_store_errors_even_if_ignored": "an ignored result is not stored in simq",
+    "task_allow_error_cb_on_chord_header": (
+        "simq has it (docs/canvas.md), but Celery's own tests of it do not pass on simq yet (docs/celery.md), "
+        "so the layer does not claim Celery's behaviour"
+    ),
     "result_chord_join_timeout": "simq joins a chord by a counter, not by polling",
     "result_chord_retry_interval": "simq joins a chord by a counter, not by polling",
     "worker_pool": "give the pool on the command line: simq worker -P threads|processes|solo",
