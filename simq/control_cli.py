@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +33,9 @@ INSPECT = ("ping", "active", "reserved", "scheduled", "revoked", "registered", "
 
 def _app_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-A", "--app", required=True, help="the app, as module:attribute (as for simq worker)")
+    parser.add_argument(
+        "--celery", action="store_true", help="import the app with simq's Celery layer on (docs/celery.md)"
+    )
 
 
 def _remote_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,10 +187,12 @@ def _parsers() -> tuple[argparse.ArgumentParser, dict[str, Callable[[Any, argpar
 
 def main(argv: Sequence[str]) -> int:
     """``simq COMMAND ...`` for the commands above (``argv`` starts with the command's name)."""
-    from simq.loading import load_app
+    from simq.loading import CELERY_ENV, load_app
 
     parser, handlers = _parsers()
     args = parser.parse_args(list(argv))
+    if args.celery:
+        os.environ[CELERY_ENV] = "1"
     try:
         app = load_app(args.app)
         if args.command == "control" and args.what == "revoke" and not args.arguments:

@@ -12,7 +12,10 @@ from simq.exceptions import ConfigurationError
 if TYPE_CHECKING:
     from simq.app import App
 
-__all__ = ["load_app"]
+__all__ = ["CELERY_ENV", "load_app"]
+
+#: Set to 1 (``--celery``), the app is imported with simq's Celery layer switched on; pool children inherit it.
+CELERY_ENV = "SIMQ_CELERY"
 
 
 def load_app(spec: str) -> App:
@@ -20,6 +23,10 @@ def load_app(spec: str) -> App:
     from simq.app import App
 
     module_name, _, attr = spec.partition(":")
+    if os.environ.get(CELERY_ENV) == "1":
+        import simq.celery
+
+        simq.celery.install()
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
@@ -36,7 +43,13 @@ def load_app(spec: str) -> App:
             continue
         if isinstance(value, App):
             return value
-        raise ConfigurationError(f"-A {spec!r} names {type(value).__name__} {name!r}, not a simq.App")
+        hint = ""
+        if type(value).__module__.split(".")[0] == "celery":
+            hint = (
+                " (a Celery app: give --celery to switch on simq's Celery layer, docs/celery.md, "
+                "or call simq.celery.install() before celery is imported)"
+            )
+        raise ConfigurationError(f"-A {spec!r} names {type(value).__name__} {name!r}, not a simq.App{hint}")
     raise ConfigurationError(
         f"module {module_name!r} has no App named {' or '.join(candidates)!r}; use -A module:attribute"
     )

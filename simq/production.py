@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from simq.clock import WallClock
 from simq.exceptions import AccessRefused, BrokerUnavailable, ConfigurationError
 from simq.lifecycle import Lifecycle, check_count, check_seconds
-from simq.loading import load_app
+from simq.loading import CELERY_ENV, load_app
 from simq.pools import ChildSpec, Pool, ProcessPool, ThreadPool
 from simq.transport import redact_url
 
@@ -54,6 +54,11 @@ POOLS = ("solo", "threads", "processes")
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="simq worker", description="Run a simq worker against the app's broker.")
     parser.add_argument("-A", "--app", required=True, help="the app, as module:attribute (e.g. proj.tasks:app)")
+    parser.add_argument(
+        "--celery",
+        action="store_true",
+        help="import the app with simq's Celery layer on (a project written against `celery`; docs/celery.md)",
+    )
     parser.add_argument(
         "-Q", "--queues", default=None, help="comma-separated queues to consume (default: all the app declares)"
     )
@@ -347,12 +352,14 @@ class WorkerProcess:
             for reason, count in one.rejected.items():
                 rejected[reason] = rejected.get(reason, 0) + count
         log.info(
-            "%s: stopped: %d received, %d succeeded, %d failed, %d retried, %d deferred, %d reconnects; rejected: %s",
+            "%s: stopped: %d received, %d succeeded, %d failed, %d retried, %d ignored, %d deferred, "
+            "%d reconnects; rejected: %s",
             self.hostname,
             sum(s.received for s in stats),
             sum(s.succeeded for s in stats),
             sum(s.failed for s in stats),
             sum(s.retried for s in stats),
+            sum(s.ignored for s in stats),
             sum(s.deferred for s in stats),
             self.reconnects,
             ", ".join(f"{reason} {rejected[reason]}" for reason in sorted(rejected)) or "none",
@@ -372,6 +379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=str(args.loglevel).upper(), format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s"
     )
+    if args.celery:
+        os.environ[CELERY_ENV] = "1"  # for this process and the processes pool's children
     try:
         app = load_app(args.app)
     except ConfigurationError as exc:

@@ -245,3 +245,23 @@ class TestSmallDivergences:
         )
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
         assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_celery_flag_loads_a_celery_project_for_the_worker_and_its_pool_children(tmp_path) -> None:
+    # `simq worker --celery -A proj:app` sets SIMQ_CELERY=1: load_app switches the layer on first, and
+    # the processes pool's children, which load the app again, inherit the variable.
+    import subprocess
+    import sys
+
+    (tmp_path / "cproj.py").write_text('from celery import Celery\n\napp = Celery("cproj")\n')
+    code = "from simq.loading import load_app; from simq import App; app = load_app('cproj:app'); "
+    code += "print(isinstance(app, App), type(app).__module__)"
+    env = {k: v for k, v in __import__("os").environ.items() if k != "SIMQ_CELERY"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**env, "SIMQ_CELERY": "1"}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "simq.celery.app"]
+    from simq import production
+
+    assert production.parse_args(["--celery", "-A", "cproj:app"]).celery is True
