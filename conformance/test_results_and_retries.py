@@ -75,6 +75,26 @@ def test_task_signals_fire_around_a_task_in_order(backend):
             getattr(signals, name).disconnect(receiver)
 
 
+def test_update_state_stores_a_custom_state_and_meta_a_caller_reads(backend):
+    app = backend.app()
+    seen = backend.record()
+
+    @app.task(bind=True, name="t.progress")
+    def progress(self, total):
+        for done in range(1, total + 1):
+            self.update_state(state="PROGRESS", meta={"done": done, "of": total})
+            mine = app.AsyncResult(self.request.id)  # read back in the worker, from the result backend
+            seen.append([mine.state, mine.info["done"]])
+        self.update_state(task_id=f"{self.request.id}-report", state="REPORTED", meta={"total": total})
+        return total
+
+    result = progress.delay(2)
+    assert result.get(timeout=30) == 2 and result.state == "SUCCESS"
+    assert [list(item) for item in seen] == [["PROGRESS", 1], ["PROGRESS", 2]]
+    report = app.AsyncResult(f"{result.id}-report")
+    assert (report.state, report.info, report.ready()) == ("REPORTED", {"total": 2}, False)
+
+
 def test_forget_removes_a_result_and_result_expires_ends_it(backend):
     app = backend.app(result_expires=60 if backend.virtual else 2)
 

@@ -288,6 +288,30 @@ class Task:
             )
         return add_to_chord(self.app, request, sig)
 
+    def update_state(
+        self, task_id: str | None = None, state: str | None = None, meta: Any = None, **kwargs: Any
+    ) -> None:
+        """Store ``state`` (Celery's custom states too, e.g. ``"PROGRESS"``) and ``meta`` for a task, as Celery's.
+
+        ``task_id`` defaults to the running task's own. A caller reads them as
+        ``AsyncResult.state`` and ``AsyncResult.info``; a state that is not
+        ready (not SUCCESS, FAILURE or REVOKED) keeps ``get()`` waiting, and
+        the task's own outcome replaces it when it ends.
+        """
+        if kwargs:
+            raise ConfigurationError(f"{self.name}.update_state() takes task_id, state and meta, got {sorted(kwargs)}")
+        if not state or not isinstance(state, str):
+            raise ConfigurationError(f"{self.name}.update_state() needs a state name (a str), got {state!r}")
+        if task_id is None:
+            request = self.request
+            if request.called_directly or request.id is None:
+                raise ConfigurationError(
+                    f"{self.name}.update_state() without task_id= needs a running task (called as a plain function "
+                    "there is no task id)"
+                )
+            task_id = request.id
+        self.app.backend.store_result(task_id, meta, state, name=self.name)
+
     # -- canvas ----------------------------------------------------------------------------
     def signature(
         self, args: Sequence[Any] | None = None, kwargs: Mapping[str, Any] | None = None, **options: Any
