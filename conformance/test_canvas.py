@@ -513,6 +513,11 @@ class TestResults:
         assert r.get() == 4
         assert [c.id for c in r.parent.children] == [r.id]
 
+    def test_collect_walks_what_a_result_led_to(self, backend):
+        app, _, add, *_ = make(backend)
+        first = (add.s(1, 1) | add.s(2) | add.s(3))().parent.parent
+        assert [value for _, value in first.collect(timeout=30)] == [2, 4, 7]
+
     def test_chord_result_parent_is_the_header_group(self, backend):
         app, _, add, _, tsum, *_ = make(backend)
         r = chord([add.s(1, 1), add.s(2, 2)], tsum.s())()

@@ -101,6 +101,21 @@ class AsyncResult:
         """The results of what this task sent when it finished (callbacks, the next chain link)."""
         return [result_from_spec(self.app, spec) for spec in records.load_children(self.app, self.id)]
 
+    def collect(self, intermediate: bool = False, **kwargs: Any) -> Iterator[tuple[Any, Any]]:
+        """``(result, value)`` for this result, then for what it led to (its children, theirs, ...), as Celery's.
+
+        Breadth first, each one waited for with ``get(**kwargs)`` before its
+        children are read (a task's children are stored before they are sent).
+        ``intermediate`` is Celery's flag; waiting on every node, simq never
+        meets an incomplete stream, so it changes nothing here.
+        """
+        del intermediate
+        pending: list[Any] = [self]
+        while pending:
+            node = pending.pop(0)
+            yield node, node.get(**kwargs)
+            pending.extend(node.children or ())
+
     def as_tuple(self) -> Any:
         """``((id, parent's tuple or None), None)``, Celery's plain form (how a task returning this handle stores it)."""
         parent = self.parent
