@@ -47,8 +47,6 @@ KINDS = {
 }
 ROOT = Path(__file__).resolve().parent.parent
 SPEC_ENV = "SIMQ_CONFORMANCE_SPEC"
-#: Seconds a worker process may take to start consuming (five processes import the app for `-P processes -c 4`).
-STARTUP_TIMEOUT = 120.0
 
 
 def split(name: str) -> tuple[str, str] | None:
@@ -152,29 +150,9 @@ class DeployedRun:
     _dir: tempfile.TemporaryDirectory[str] | None = None
 
     def ensure_started(self) -> None:
-        """Start the workers and wait until each consumes: a test's own timeouts then never pay for start-up.
-
-        A ``-P processes -c 4`` worker imports the app in five processes; on a
-        loaded two-core machine that once took longer than a test's 10 s
-        ``get(timeout=...)`` and the row failed with PENDING.
-        """
         if not self.procs:
             for _ in range(self.workers or int(KINDS[self.kind][0])):
                 self.add_worker()
-            self.wait_ready()
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        """Block until every worker process logged that it consumes (its ``ready`` line), or raise with the logs."""
-        deadline = time.monotonic() + timeout
-        waiting = list(range(len(self.procs)))
-        while waiting:
-            self.check()
-            waiting = [i for i in waiting if b": ready, consuming " not in self.logs[i].read_bytes()]
-            if not waiting:
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker processes {waiting} not ready within {timeout} s:\n{self.log_text()}")
-            time.sleep(0.05)
 
     def add_worker(self, prefetch_multiplier: int | None = None) -> subprocess.Popen[bytes]:
         """Start one more ``simq worker`` process for this app."""
