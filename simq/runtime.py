@@ -170,52 +170,52 @@ class WallRuntime:
 
     def _send(self, fn: Any, connect_timeout: float | None = None) -> None:
         """Run ``fn`` on a pooled connection; from a running task, again across a broker outage."""
-        if self.app.current_request() is None:
-            if not self.app.conf.task_publish_retry:
-                self.pool.run(fn, connect_timeout)
-                return
-            self._send_with_policy(fn, connect_timeout)
-            return
-        clock = self._clock
-        deadline = clock.now + TASK_SEND_PATIENCE
-        delay = 0.1
+        if self.app.current_request() is not None:
+            self._retrying(fn, connect_timeout, self._task_delays(), "a task's send")
+        elif self.app.conf.task_publish_retry:
+            self._retrying(fn, connect_timeout, self._policy_delays(), "a send")
+        else:
+            self.pool.run(fn, connect_timeout)
+
+    def _retrying(self, fn: Any, connect_timeout: float | None, delays: Iterator[float], what: str) -> None:
+        """Run ``fn``, again after each delay ``delays`` gives while the broker is unavailable; then raise."""
         while True:
             try:
                 self.pool.run(fn, connect_timeout)
                 return
-            except AccessRefused:
+            except AccessRefused:  # refused credentials are not an outage
                 raise
             except BrokerUnavailable as exc:
-                if clock.now + delay > deadline:
+                delay = next(delays, None)
+                if delay is None:
                     raise
-                log.warning("a task's send could not reach the broker (%s); trying again in %.1f s", exc, delay)
-                clock.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                log.warning("%s could not reach the broker (%s); trying again in %.2f s", what, exc, delay)
+                self._clock.sleep(delay)
 
-    def _send_with_policy(self, fn: Any, connect_timeout: float | None) -> None:
-        """A client's send with ``task_publish_retry``: tried again across a broker outage, as Celery's policy says.
+    def _task_delays(self) -> Iterator[float]:
+        """A running task's send: 0.1 s doubling to 2 s, for up to ``TASK_SEND_PATIENCE`` seconds."""
+        clock = self._clock
+        deadline = clock.now + TASK_SEND_PATIENCE
+        delay = 0.1
+        while clock.now + delay <= deadline:
+            yield delay
+            delay = min(delay * 2, 2.0)
+
+    def _policy_delays(self) -> Iterator[float]:
+        """A client's send with ``task_publish_retry``, as Celery's ``task_publish_retry_policy`` says.
 
         The first retry waits ``interval_start`` seconds, each next one
-        ``interval_step`` more, at most ``interval_max``; after ``max_retries``
-        retries (None: for ever) the last ``BrokerUnavailable`` is raised.
+        ``interval_step`` more, at most ``interval_max``; ``max_retries``
+        retries (None: for ever).
         """
         policy = {**DEFAULTS["task_publish_retry_policy"], **self.app.conf.task_publish_retry_policy}
         max_retries = policy["max_retries"]
         delay = float(policy["interval_start"])
         retries = 0
-        while True:
-            try:
-                self.pool.run(fn, connect_timeout)
-                return
-            except AccessRefused:
-                raise
-            except BrokerUnavailable as exc:
-                if max_retries is not None and retries >= max_retries:
-                    raise
-                retries += 1
-                log.warning("a send could not reach the broker (%s); retry %d in %.2f s", exc, retries, delay)
-                self._clock.sleep(delay)
-                delay = min(delay + float(policy["interval_step"]), float(policy["interval_max"]))
+        while max_retries is None or retries < max_retries:
+            retries += 1
+            yield delay
+            delay = min(delay + float(policy["interval_step"]), float(policy["interval_max"]))
 
     @contextlib.contextmanager
     def batched(self) -> Iterator[None]:
