@@ -37,9 +37,17 @@ def test_inspect_scheduled_shows_a_task_held_for_its_eta(backend):
     def later():
         return "done"
 
+    assert later.delay().get(timeout=30) == "done"  # the workers are up, so the eta below has not passed on arrival
     r = later.apply_async(countdown=8)
-    backend.wait_until(lambda: bool(_scheduled_ids(app)), timeout=30)
-    assert _scheduled_ids(app) == [r.id]
+    seen: list[list[str]] = []
+
+    def scheduled() -> bool:
+        # each inspect takes up to TIMEOUT: keep the answer that was seen, not a second one taken nearer the eta
+        seen.append(_scheduled_ids(app))
+        return bool(seen[-1])
+
+    backend.wait_until(scheduled, timeout=30)
+    assert seen[-1] == [r.id]
     assert r.get(timeout=60) == "done"
 
 
