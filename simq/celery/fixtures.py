@@ -206,14 +206,8 @@ def celery_session_worker(
         importlib.import_module(module)
     for task in celery_class_tasks:
         celery_session_app.register_task(task)
-    mode = _mode(request.config)
-    if mode != "deployed":
-        yield SimulatedWorker(celery_session_app, mode)
-        return
-    from simq.celery import deployed
-
-    with deployed.workers(request.config, celery_session_app, celery_includes, celery_class_tasks) as handle:
-        yield handle
+    with _worker(request, celery_session_app, celery_includes, celery_class_tasks) as worker:
+        yield worker
 
 
 @pytest.fixture
@@ -234,13 +228,11 @@ def celery_app(
     app.set_current()
     try:
         if _mode(request.config) == "sim":
-            seed = _seed(request.config)
-            real_sleep = vars(time)["sleep"]
-            with app.simulate(seed=seed) as sim, _virtual_sleep_in(_test_modules(request, includes), real_sleep):
+            with _simulation(request, app, includes) as sim:
                 yield app
             report = getattr(request.node, "rep_call", None)
             if report is not None and report.failed:
-                print(f"\nsimq: replay with --simq-seed={seed} (trace digest {sim.digest[:16]})")
+                print(f"\nsimq: replay with --simq-seed={_seed(request.config)} (trace digest {sim.digest[:16]})")
         else:
             yield app
     finally:
@@ -259,14 +251,30 @@ def celery_worker(
     celery_worker_parameters: Mapping[str, Any],
 ) -> Iterator[Any]:
     """A worker for ``celery_app``: its simulation (sim), eager runs, or ``simq worker`` processes (deployed)."""
-    mode = _mode(request.config)
-    if mode != "deployed":
-        yield SimulatedWorker(celery_app, mode)
+    with _worker(request, celery_app, celery_includes, celery_class_tasks) as worker:
+        yield worker
+
+
+@contextlib.contextmanager
+def _worker(request: Any, app: Celery, includes: Sequence[str], class_tasks: Sequence[Any]) -> Iterator[Any]:
+    if _mode(request.config) != "deployed":
+        yield SimulatedWorker(app, _mode(request.config))
         return
     from simq.celery import deployed
 
-    with deployed.workers(request.config, celery_app, celery_includes, celery_class_tasks) as handle:
+    with deployed.workers(request.config, app, includes, class_tasks) as handle:
         yield handle
+
+
+@contextlib.contextmanager
+def _simulation(request: Any, app: Celery, includes: Sequence[str]) -> Iterator[Any]:
+    """``app`` in a simulation seeded by ``--simq-seed``, ``from time import sleep`` names of the tests virtual too."""
+    real_sleep = vars(time)["sleep"]
+    with (
+        app.simulate(seed=_seed(request.config)) as sim,
+        _virtual_sleep_in(_test_modules(request, includes), real_sleep),
+    ):
+        yield sim
 
 
 @pytest.fixture
@@ -283,6 +291,5 @@ def _simq_celery_session_simulation(request: Any) -> Iterator[None]:
         return
     app = request.getfixturevalue("celery_session_app")
     includes = request.getfixturevalue("celery_includes") if "celery_includes" in names else ()
-    real_sleep = vars(time)["sleep"]
-    with app.simulate(seed=_seed(request.config)), _virtual_sleep_in(_test_modules(request, includes), real_sleep):
+    with _simulation(request, app, includes):
         yield
