@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.canvas_tasks import basic_tasks
 from simq import chord, group
 from simq.exceptions import ConfigurationError
 
@@ -11,17 +12,8 @@ from simq.exceptions import ConfigurationError
 def make(backend):
     app = backend.app(workers=2)
 
-    @app.task(name="t.add")
-    def add(x, y):
-        return x + y
-
-    @app.task(name="t.identity")
-    def identity(x):
-        return x
-
-    @app.task(name="t.tsum")
-    def tsum(numbers):
-        return sum(numbers)
+    t = basic_tasks(app)
+    add, identity, tsum = t.add, t.identity, t.tsum
 
     @app.task(name="t.add_to_all_to_chord", bind=True)
     def add_to_all_to_chord(self, nums, val):

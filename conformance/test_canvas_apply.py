@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.canvas_tasks import basic_tasks
 from simq import GroupResult, chain, chord, group, states
 from simq.exceptions import ConfigurationError
 from simq.result import EagerResult, result_from_tuple
@@ -18,17 +19,8 @@ def make(backend, **config):
     app = backend.app(**config)
     calls = backend.record()
 
-    @app.task(name="t.add")
-    def add(x, y):
-        return x + y
-
-    @app.task(name="t.tsum")
-    def tsum(numbers):
-        return sum(numbers)
-
-    @app.task(name="t.fail")
-    def fail(*args):
-        raise ValueError(f"failed with {args!r}")
+    t = basic_tasks(app)
+    add, tsum, fail = t.add, t.tsum, t.fail
 
     @app.task(name="t.note")
     def note(*args):

@@ -6,22 +6,15 @@ import contextlib
 
 import pytest
 
+from conformance.canvas_tasks import basic_tasks
 from simq import chain, chord, group, states
 from simq.signals import after_task_publish
 
 
 def make(backend):
     app = backend.app(workers=2)
-
-    @app.task(name="t.add")
-    def add(x, y):
-        return x + y
-
-    @app.task(name="t.tsum")
-    def tsum(numbers):
-        return sum(numbers)
-
-    return app, add, tsum
+    t = basic_tasks(app)
+    return app, t.add, t.tsum
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.canvas_tasks import basic_tasks
 from simq import chain, chord, group, states
 from simq.exceptions import ConfigurationError, Ignore
 
@@ -12,21 +13,8 @@ def make(backend, **config):
     app = backend.app(**config)
     calls = backend.record()
 
-    @app.task(name="t.add")
-    def add(x, y):
-        return x + y
-
-    @app.task(name="t.identity")
-    def identity(x):
-        return x
-
-    @app.task(name="t.tsum")
-    def tsum(numbers):
-        return sum(numbers)
-
-    @app.task(name="t.fail")
-    def fail(*args):
-        raise ValueError(f"failed with {args!r}")
+    t = basic_tasks(app)
+    add, identity, tsum, fail = t.add, t.identity, t.tsum, t.fail
 
     @app.task(name="t.note")
     def note(*args):
