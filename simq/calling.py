@@ -48,10 +48,11 @@ CALL_OPTIONS = (
     "headers",
     "time_limit",
     "soft_time_limit",
+    "stamped_headers",
 )
 _KNOWN = frozenset(CALL_OPTIONS)
 #: The options ``build`` reads besides countdown, eta and expires.
-_RARER = frozenset(("priority", "serializer", "task_id", "headers", "time_limit", "soft_time_limit"))
+_RARER = frozenset(("priority", "serializer", "task_id", "headers", "time_limit", "soft_time_limit", "stamped_headers"))
 
 
 @attrs.frozen
@@ -71,9 +72,18 @@ def check_options(options: Mapping[str, Any]) -> None:
     """Refuse an option ``apply_async`` does not take, suggesting the closest name."""
     for key in options:
         if key not in _KNOWN:
+            if key in (options.get("stamped_headers") or ()):  # a stamp (simq.canvas.stamping), named there
+                continue
             close = difflib.get_close_matches(key, CALL_OPTIONS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise ConfigurationError(f"apply_async got unknown option {key!r}{hint}")
+
+
+def stamp_headers(name: str, stamped: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``stamps`` and ``stamped_headers`` headers of a call whose options carry stamps (Celery's headers)."""
+    if not isinstance(stamped, list | tuple) or not all(isinstance(s, str) for s in stamped):
+        raise ConfigurationError(f"stamped_headers of {name!r} must be a list of stamp names, got {stamped!r}")
+    return {"stamped_headers": list(stamped), "stamps": {s: options.get(s) for s in stamped}}
 
 
 def build(
@@ -104,6 +114,9 @@ def build(
         if not _RARER.isdisjoint(options):  # one test instead of six lookups for a call giving none of these
             priority, serializer, task_id, headers = get("priority"), get("serializer"), get("task_id"), get("headers")
             time_limit, soft_time_limit = get("time_limit"), get("soft_time_limit")
+            stamped = get("stamped_headers")
+            if stamped:
+                headers = {**(headers or {}), **stamp_headers(name, stamped, options)}
     if countdown is not None and eta is not None:
         raise ConfigurationError(
             f"give either countdown= or eta= when sending {name!r}, not both (countdown={countdown!r}, eta={eta!r})"

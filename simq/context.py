@@ -34,3 +34,13 @@ class Context:
     headers: Mapping[str, Any] = attrs.field(factory=dict)
     called_directly: bool = True
     is_eager: bool = False
+
+    @property
+    def stamps(self) -> dict[str, Any]:
+        """The stamps this task was sent with (``Signature.stamp``): name -> value."""
+        return dict(self.headers.get("stamps") or {})
+
+    @property
+    def stamped_headers(self) -> list[str]:
+        """The names of this task's stamps, in the order they were given."""
+        return list(self.headers.get("stamped_headers") or [])

@@ -254,8 +254,7 @@ class Task:
         It raises ``Replaced`` (an ``Ignore``): the worker stores nothing for
         this call and acknowledges its message. ``chain()`` with no task is refused.
         """
-        from simq.canvas.handoff import replace, replacement
-        from simq.exceptions import Replaced
+        from simq.canvas.handoff import inherit_stamps
 
         request = self.request
         if request.called_directly:
@@ -263,6 +262,19 @@ class Task:
                 f"{self.name}.replace() needs a task that was sent or applied (it hands the task's place in its "
                 f"canvas to {sig!r}); called as a plain function there is none: use delay(), apply_async() or apply()"
             )
+        self.on_replace(inherit_stamps(request, sig))
+        raise AssertionError(f"{type(self).__name__}.on_replace() returned; it must end with super().on_replace(sig)")
+
+    def on_replace(self, sig: Any) -> NoReturn:
+        """Send ``sig`` in this task's place (what ``replace`` ends with); override it to change ``sig`` first.
+
+        As Celery's hook: ``sig`` already carries this task's stamps; an
+        override ends with ``super().on_replace(sig)``, which raises ``Replaced``.
+        """
+        from simq.canvas.handoff import replace, replacement
+        from simq.exceptions import Replaced
+
+        request = self.request
         if request.is_eager:  # Task.apply(): the replacement runs here too
             from simq.canvas.eager import run_frozen
 

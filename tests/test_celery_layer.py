@@ -70,11 +70,11 @@ class TestInstall:
 
     def test_a_name_simq_lacks_fails_to_import_naming_the_layer(self, layer: types.ModuleType) -> None:
         with pytest.raises(ImportError, match=r"simq[/\\]celery[/\\]modules\.py"):
-            from celery.canvas import StampingVisitor  # noqa: F401
+            from celery.canvas import maybe_signature  # noqa: F401
 
     def test_attribute_simq_lacks_names_the_layer(self, layer: types.ModuleType) -> None:
         with pytest.raises(AttributeError, match="not provided by simq's Celery layer"):
-            layer.canvas.StampingVisitor
+            layer.canvas.maybe_signature
 
     def test_a_module_simq_lacks_fails_to_import_naming_the_layer(self, layer: types.ModuleType) -> None:
         with pytest.raises(ModuleNotFoundError, match="not provided by simq's Celery layer"):

@@ -41,7 +41,8 @@ value lands, result handles), ``run`` (sending, continuations, chord
 counting, the worker's hooks, the map/starmap built-ins), ``handoff`` (what a
 running task does to its canvas: ``Task.replace``, ``Task.add_to_chord``),
 ``eager`` (running a canvas here: ``Signature.apply``), ``records`` (what the
-canvas keeps in the result backend).
+canvas keeps in the result backend), ``stamping`` (``Signature.stamp``: headers
+on every task of a canvas).
 """
 
 from simq.canvas.builtins import register_builtins, to_signature_dicts
@@ -59,12 +60,14 @@ from simq.canvas.signatures import (
     xmap,
     xstarmap,
 )
+from simq.canvas.stamping import StampingVisitor
 
 __all__ = [
     "INLINE_CHAIN",
     "MAP_TASK",
     "STARMAP_TASK",
     "Signature",
+    "StampingVisitor",
     "chain",
     "chord",
     "chunks",

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from simq.canvas.signatures import Signature, _as_signature, _deep_copy, _members, _plain_item, from_dict, xstarmap
+from simq.canvas.stamping import StampingVisitor, gathered
 from simq.exceptions import InvalidSignature
 
 if TYPE_CHECKING:
@@ -58,6 +59,14 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def __repr__(self) -> str:
         return " | ".join(repr(t) for t in self.tasks)
+
+    def _stamp(self, visitor: StampingVisitor | None, append: bool, headers: Mapping[str, Any]) -> None:
+        stamps = gathered(visitor, "on_chain_start", self, append, headers)
+        self._stamp_links(visitor, append, stamps)
+        for t in self.tasks:
+            t._stamp(visitor, append, stamps)
+        if visitor is not None:
+            visitor.on_chain_end(self, **stamps)
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
@@ -183,6 +192,14 @@ class group(Signature):  # noqa: N801 - Celery's name
 
     def __repr__(self) -> str:
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
+
+    def _stamp(self, visitor: StampingVisitor | None, append: bool, headers: Mapping[str, Any]) -> None:
+        stamps = gathered(visitor, "on_group_start", self, append, headers)
+        self._stamp_links(visitor, append, stamps)
+        for t in self.tasks:
+            t._stamp(visitor, append, stamps)
+        if visitor is not None:
+            visitor.on_group_end(self, **stamps)
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
@@ -351,6 +368,22 @@ class chord(Signature):  # noqa: N801 - Celery's name
         shown = "<lazy header>" if isinstance(hdr, _LazyHeader) and hdr.pending else repr(self.header)
         return f"chord({shown}, {self.body!r})"
 
+    def _stamp(self, visitor: StampingVisitor | None, append: bool, headers: Mapping[str, Any]) -> None:
+        """The header's tasks get ``on_chord_header_start``'s stamps; the body those and ``on_chord_body``'s."""
+        stamps = gathered(visitor, "on_chord_header_start", self, append, headers)
+        self._stamp_links(visitor, append, stamps)
+        hdr = self["kwargs"]["header"]
+        if isinstance(hdr, _LazyHeader) and hdr.pending:  # stamped as each part is yielded, still lazily
+            self["kwargs"]["header"] = _LazyHeader(_stamped(hdr.take(), self._app, visitor, append, stamps))
+        else:
+            for t in self.header.tasks:
+                t._stamp(visitor, append, stamps)
+        if visitor is not None:
+            visitor.on_chord_header_end(self, **stamps)
+        body = self.body
+        if body is not None:
+            body._stamp(visitor, append, gathered(visitor, "on_chord_body", self, append, stamps))
+
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
         header = self.header
@@ -445,6 +478,15 @@ class _LazyHeader:
             self.pending = False
             self.materialised = group(list(self.items), app=app)
         return self.materialised
+
+
+def _stamped(
+    items: Iterator[Any] | None, app: App | None, visitor: StampingVisitor | None, append: bool, stamps: Any
+) -> Iterator[Any]:
+    for item in items or ():
+        sig = _as_signature(app, item)
+        sig._stamp(visitor, append, stamps)
+        yield sig
 
 
 class chunks(Signature):  # noqa: N801 - Celery's name

@@ -19,13 +19,14 @@ from simq.canvas.plan import result_of as _result
 from simq.canvas.plan import spec as _spec
 from simq.canvas.run import _apply
 from simq.canvas.signatures import ACCUMULATE_TASK, Signature, _deep_copy, from_dict
+from simq.canvas.stamping import StampingVisitor, stamps_of
 from simq.exceptions import ConfigurationError, InvalidSignature
 
 if TYPE_CHECKING:
     from simq.app import App
     from simq.context import Context
 
-__all__ = ["add_to_chord", "replace", "replacement"]
+__all__ = ["add_to_chord", "inherit_stamps", "replace", "replacement"]
 
 
 # -- Task.replace: a running task hands its place in the canvas to another ------------------------------
@@ -74,6 +75,27 @@ def replacement(app: App, context: Context, sig: Signature) -> Signature:
     for eb in context.errbacks or ():
         work.link_error(from_dict(eb, app))
     return work
+
+
+def inherit_stamps(context: Context, sig: Any) -> Any:
+    """``sig`` (a copy) with the stamps of the task it replaces, under any of its own (Celery keeps both)."""
+    stamps = context.stamps
+    if not stamps or not isinstance(sig, Signature):
+        return sig
+    work = _deep_copy(sig, app=sig._app)
+    work.stamp(_Inherited(stamps))
+    return work
+
+
+class _Inherited(StampingVisitor):
+    """The replaced task's stamps, for each signature that has no stamp of that name itself."""
+
+    def __init__(self, stamps: Mapping[str, Any]) -> None:
+        self.stamps = stamps
+
+    def on_signature(self, sig: Signature, **headers: Any) -> Mapping[str, Any]:
+        own = stamps_of(sig["options"])
+        return {name: value for name, value in self.stamps.items() if name not in own}
 
 
 # -- Task.add_to_chord: a header task adds a part to its chord ----------------------------------------

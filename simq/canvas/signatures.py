@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from simq.canvas.stamping import StampingVisitor, gathered, set_stamps
 from simq.exceptions import ConfigurationError, InvalidSignature
 from simq.shared import current_app
 
@@ -143,7 +144,8 @@ class Signature(dict[str, Any]):
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        return dict(self["kwargs"])
+        """The signature's own dict, as Celery's: ``sig.kwargs["x"] = 1`` changes the signature."""
+        return self["kwargs"]  # type: ignore[no-any-return]
 
     @kwargs.setter
     def kwargs(self, value: Mapping[str, Any]) -> None:
@@ -153,7 +155,8 @@ class Signature(dict[str, Any]):
 
     @property
     def options(self) -> dict[str, Any]:
-        return dict(self["options"])
+        """The signature's own dict, as Celery's: ``sig.options["queue"] = "q"`` changes the signature."""
+        return self["options"]  # type: ignore[no-any-return]
 
     @options.setter
     def options(self, value: Mapping[str, Any]) -> None:
@@ -225,6 +228,33 @@ class Signature(dict[str, Any]):
         """``link_error(errback)`` that returns this signature, not the errback, so it chains: ``sig.on_error(eb).delay()``."""
         self.link_error(errback)
         return self
+
+    def stamp(self, visitor: StampingVisitor | None = None, append_stamps: bool = False, **headers: Any) -> Signature:
+        """Stamp every task of this canvas with ``headers`` and what ``visitor`` adds (docs/canvas.md, "Stamping").
+
+        Workers read the stamps as ``self.request.stamps``; callbacks and
+        errbacks are stamped too. Returns this signature.
+        """
+        self._stamp(visitor, append_stamps, headers)
+        return self
+
+    def _stamp(self, visitor: StampingVisitor | None, append: bool, headers: Mapping[str, Any]) -> None:
+        """A task: its stamps (``headers`` and the visitor's ``on_signature``), then its callbacks'."""
+        stamps = gathered(visitor, "on_signature", self, append, headers)
+        set_stamps(self, stamps, append)
+        self._stamp_links(visitor, append, stamps)
+
+    def _stamp_links(self, visitor: StampingVisitor | None, append: bool, headers: Mapping[str, Any]) -> None:
+        """Stamp the ``link`` and ``link_error`` signatures (dicts among them become signatures, in place)."""
+        options = self["options"]
+        for key, hook in (("link", "on_callback"), ("link_error", "on_errback")):
+            links = options.get(key)
+            if not links:
+                continue
+            items = [from_dict(cb, self._app) for cb in (links if isinstance(links, list | tuple) else [links])]
+            for cb in items:
+                cb._stamp(visitor, append, gathered(visitor, hook, cb, append, headers))
+            self["options"] = {**self["options"], key: items}
 
     def freeze(self, _id: str | None = None) -> Any:
         """Fix the task id(s) now, so the result is known before sending; returns the result handle."""

@@ -1,7 +1,6 @@
 """The upstream canvas tests expected to fail on simq, each with its reason (``simq.celery.upstream``'s gate).
 
 Keys are pytest node ids under ``t/integration/test_canvas.py``. Kinds:
-``canvas``: needs a canvas feature simq lacks (stamping);
 ``layer``: the Celery layer refuses a setting the test needs;
 ``divergence``: simq behaves differently on purpose or not yet;
 ``internals``: the test pins a Celery internal or bug (docs/celery.md lists them).
@@ -33,17 +32,7 @@ SIM: dict[str, str] = {
     "test_chord::test_upgraded_chord_link_error_with_header_errback_enabled": "layer: refuses task_allow_error_cb_on_chord_header (simq has the setting; these tests wait on real Redis for errbacks and did not pass when it was let through; docs/celery.md)",
     "test_group::test_nested_group_chord_body_chain": "internals: expects Celery bug #6734 (the group's result times out); simq returns [[42]]",
     "test_group::test_ready_with_exception": "divergence: `while not result.ready(): pass` never sleeps, so the simulation never moves (time passes only by sleeping or waiting on a result)",
-    "test_stamping_mechanism::test_all_tasks_of_canvas_are_stamped": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_err_linking_stamped_sig": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_linking_stamped_sig": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_properties_not_affected_from_stamping": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_replace_merge_stamps": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_stamp_canvas_with_dictionary_link": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_stamp_canvas_with_dictionary_link_error": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_stamp_value_type_defined_by_visitor": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_stamping_workflow": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_stamps_remain_on_task_retry": "canvas: stamping (StampingVisitor, Signature.stamp)",
-    "test_stamping_mechanism::test_task_received_has_access_to_stamps": "canvas: stamping (StampingVisitor, Signature.stamp)",
+    "test_stamping_mechanism::test_linking_stamped_sig": "internals: its task_received handler reads request._Request__payload, the name-mangled private payload of Celery's worker Request; simq's request (a Context) has callbacks, errbacks and stamps, not that",
 }
 
 

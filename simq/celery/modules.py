@@ -1,8 +1,8 @@
 """The ``celery`` modules the layer puts into ``sys.modules``, each filled with simq's own objects.
 
 A name simq does not have is left out: ``from celery.canvas import
-StampingVisitor`` fails with an ImportError whose location is this file,
-and ``celery.canvas.StampingVisitor`` with an AttributeError naming the layer.
+maybe_signature`` fails with an ImportError whose location is this file,
+and ``celery.canvas.maybe_signature`` with an AttributeError naming the layer.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ def _contents() -> dict[str, dict[str, Any]]:
         "group": canvas.group,
         "chord": canvas.chord,
         "chunks": canvas.chunks,
+        "StampingVisitor": canvas.StampingVisitor,
     }
     return {
         "celery": {

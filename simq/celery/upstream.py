@@ -46,19 +46,6 @@ EDITS: tuple[tuple[str, str, str, str], ...] = (
         "",
         "simq refuses result_extended (its records keep no args/kwargs), and the suite's celery_config sets it",
     ),
-    (
-        "t/integration/tasks.py",
-        "except ImportError:\n    LEGACY_TASKS_DISABLED = False\n",
-        "except ImportError:  # simq has no stamping\n    StampingVisitor = object\n",
-        "without StampingVisitor tasks.py leaves out the stamping tasks test_canvas.py imports, and nothing collects",
-    ),
-    (
-        "t/integration/test_canvas.py",
-        "from celery.canvas import StampingVisitor\n",
-        "try:\n    from celery.canvas import StampingVisitor\nexcept ImportError:  # simq has no stamping\n"
-        "    StampingVisitor = object\n",
-        "the module imports StampingVisitor at the top; simq has no stamping, and without this edit no test collects",
-    ),
 )
 
 # upstream's own pytest settings (its pyproject.toml), and the flaky mark registered without its plugin
