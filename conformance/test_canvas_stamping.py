@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from simq import chain, chord
+from simq import chain, chord, group
 from simq.canvas import StampingVisitor
 from simq.exceptions import ConfigurationError
 
@@ -108,3 +108,16 @@ class TestStamping:
         app, _, stamps, *_ = make(backend)
         with pytest.raises(ConfigurationError, match="'queue' is a calling option"):
             stamps.si().stamp(queue="other")
+
+
+def test_a_group_of_one_task_in_a_chain_is_that_task(backend):
+    """Celery's rule: ``chain(group(a), b)`` is ``a | b``: b gets a's result, not a list of one."""
+    app = backend.app()
+
+    @app.task(name="t.add")
+    def add(x, y):
+        return x + y
+
+    assert chain(group(add.s(1, 1)), add.s(10)).delay().get() == 12
+    assert (add.s(1, 1) | group(add.s(10)) | add.s(100)).delay().get() == 112
+    assert chain(add.s(1, 1), group(add.s(10), add.s(20))).delay().get() == [12, 22]  # two members: a group

@@ -142,11 +142,21 @@ def unrolled(children: tuple[Node, ...]) -> list[Node]:
     return out
 
 
+def chain_members(node: Node) -> list[Node]:
+    """A chain's tasks, nested chains spliced in; a group of one task is that task here (Celery's rule)."""
+    flat: list[Node] = []
+    for child in node.children:
+        while child.kind == "group" and len(unrolled(child.children)) == 1:
+            child = unrolled(child.children)[0]
+        flat.extend(chain_members(child) if child.kind == "chain" else [child])
+    return flat
+
+
 def evaluate(node: Node, parent: tuple[Any, ...] = ()) -> Outcome:
     """The canvas rules in plain Python.
 
     ``parent`` is the previous result (prepended unless immutable). Nested
-    groups are unrolled. A failing group or chord header raises its first
+    groups are unrolled; in a chain, a group of one task is that task (Celery's rule). A failing group or chord header raises its first
     failed member's exception, in member order (a chord's body never runs).
     """
     fn = FUNCS.get(node.name)
@@ -165,9 +175,7 @@ def evaluate(node: Node, parent: tuple[Any, ...] = ()) -> Outcome:
     if node.kind == "chunks":
         return evaluate(as_chunks_group(node), parent)
     if node.kind == "chain":
-        flat: list[Node] = []
-        for child in node.children:
-            flat.extend(child.children if child.kind == "chain" else [child])
+        flat = chain_members(node)
         current = parent
         outcome: Outcome = Ok(None)
         for child in flat:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simq import App, Task, chain, chord
+from simq import App, Task, chain, chord, group
 from simq.canvas import StampingVisitor
 from simq.signals import before_task_publish, task_received
 
@@ -148,3 +148,9 @@ def test_on_replace_can_stamp_the_replacement_which_keeps_the_replaced_tasks_sta
         "origin": "caller",
         "replaced": True,
     }
+
+
+def test_a_group_of_one_sent_alone_is_still_a_list_of_one(app):
+    add = app.tasks["t.add"]
+    assert group(add.s(1, 1))().get() == [2]
+    assert chain(add.s(1, 1), group(add.s(1))).delay().get() == 3  # in a chain: that task

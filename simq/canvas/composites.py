@@ -70,14 +70,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
-        flat: list[Signature] = []
-        for t in self.tasks:
-            if isinstance(t, chain):
-                flat.extend(t.tasks)
-            elif isinstance(t, chunks):
-                flat.append(t.group())
-            else:
-                flat.append(t)
+        flat = _spliced(self.tasks)
         out: list[Signature] = []
         i = 0
         while i < len(flat):  # a group followed by anything is a chord
@@ -139,6 +132,21 @@ class chain(Signature):  # noqa: N801 - Celery's name
             raise InvalidSignature(f"{path or 'canvas'}: an empty chain has nothing to run")
         for i, t in enumerate(tasks):
             checker.visit(t, f"{path}chain[{i}].")
+
+
+def _spliced(tasks: list[Signature]) -> list[Signature]:
+    """A chain's tasks with nested chains spliced in; a group of one task is that task here, as in Celery."""
+    flat: list[Signature] = []
+    for t in tasks:
+        while isinstance(t, group) and len(t) == 1:
+            t = t.tasks[0]
+        if isinstance(t, chain):
+            flat.extend(_spliced(t.tasks))
+        elif isinstance(t, chunks):
+            flat.append(t.group())
+        else:
+            flat.append(t)
+    return flat
 
 
 class group(Signature):  # noqa: N801 - Celery's name

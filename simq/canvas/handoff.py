@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from simq.canvas import records
 from simq.canvas.checks import validate
-from simq.canvas.composites import chain, chord, chunks
+from simq.canvas.composites import chain, chord, chunks, group
 from simq.canvas.plan import count as _count
 from simq.canvas.plan import prepare as _prepare
 from simq.canvas.plan import result_of as _result
@@ -64,7 +64,9 @@ def replacement(app: App, context: Context, sig: Signature) -> Signature:
         work = work.group()
     _prepare(app, work)
     if isinstance(_spec(work), Mapping):  # a group's value, a list: one task must hold it under the task's id
-        work = chain(work, Signature(ACCUMULATE_TASK, app=app), app=app)
+        acc = Signature(ACCUMULATE_TASK, app=app)
+        # a group's results gathered by a chord (as Celery's group | accumulate: a group of one stays a group)
+        work = chord(work, acc, app=app) if isinstance(work, group) else chain(work, acc, app=app)
         _prepare(app, work)
     last = work
     while isinstance(last, chain | chord):
