@@ -45,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "worker_concurrency": 1,
     "worker_max_message_size": 16 * 1024 * 1024,
     "worker_revoke_poll_interval": 1.0,
-    "worker_control_poll_interval": 0.25,  # seconds between reads of the control log (simq.remote)  # seconds between reads of the revocation log (simq.revoke)
+    "worker_control_poll_interval": 0.25,  # seconds between reads of the control log (simq.remote)
     "task_default_rate_limit": None,  # for tasks without rate_limit= (simq.ratelimit)
     "worker_disable_rate_limits": False,
     "worker_max_tasks_per_child": None,  # processes pool; simq.lifecycle

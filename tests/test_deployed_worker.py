@@ -79,7 +79,7 @@ def inner(x):
     return x
 
 
-@app.task(name="clicks", base=Batches, flush_every=100, flush_interval=10)
+@app.task(name="clicks", base=Batches, flush_every=100, flush_interval=4)
 def clicks(requests):
     side.rpush(SIDE + ":flushes", len(requests))
 
@@ -481,28 +481,29 @@ class TestRemoteControl:
         proc = deployed.worker(*_pool_args(pool), "-n", "ops@test")
         deployed.wait_log("ready")
         control = deployed.app.control
-        assert control.ping(timeout=3) == [{"ops@test": {"ok": "pong"}}]
+        here = ["ops@test"]  # naming the worker: each call returns once it answered, not after its timeout
+        assert control.ping(destination=here, timeout=3) == [{"ops@test": {"ok": "pong"}}]
         running = deployed.app.send_task("steps", (30,))
         deployed.wait_side("started", 1)
-        active = control.inspect(timeout=3).active()
+        active = control.inspect(destination=here, timeout=3).active()
         assert [task["id"] for task in active["ops@test"]] == [running.id]
-        stats = control.inspect(timeout=3).stats()["ops@test"]
+        stats = control.inspect(destination=here, timeout=3).stats()["ops@test"]
         assert stats["pool"]["max-concurrency"] == 4
         running.revoke(terminate=True)
         from simq.exceptions import TimeLimitExceeded
 
-        assert "ok" in control.time_limit("steps", hard=1, reply=True, timeout=3)[0]["ops@test"]
+        assert "ok" in control.time_limit("steps", hard=1, destination=here, reply=True, timeout=3)[0]["ops@test"]
         started = time.monotonic()
         with pytest.raises(TimeLimitExceeded):
             deployed.app.send_task("steps", (30,)).get(timeout=30)
         assert time.monotonic() - started < 15
-        control.pool_grow(2, reply=True, timeout=3)
-        assert control.inspect(timeout=3).stats()["ops@test"]["pool"]["max-concurrency"] == 6
+        control.pool_grow(2, destination=here, reply=True, timeout=3)
+        assert control.inspect(destination=here, timeout=3).stats()["ops@test"]["pool"]["max-concurrency"] == 6
         if pool == "processes":
             deployed.wait_side("children", 6)  # two more children built the app
             grown = len(_children(proc.pid))  # the pool's children (and multiprocessing's resource tracker)
-        control.pool_shrink(3, reply=True, timeout=3)
-        assert control.inspect(timeout=3).stats()["ops@test"]["pool"]["max-concurrency"] == 3
+        control.pool_shrink(3, destination=here, reply=True, timeout=3)
+        assert control.inspect(destination=here, timeout=3).stats()["ops@test"]["pool"]["max-concurrency"] == 3
         results = [deployed.app.send_task("add", (i, i)) for i in range(6)]
         assert [r.get(timeout=30) for r in results] == [2 * i for i in range(6)]
         if pool == "processes":
@@ -510,7 +511,7 @@ class TestRemoteControl:
             while time.monotonic() < deadline and len(_children(proc.pid)) != grown - 3:
                 time.sleep(0.1)
             assert len(_children(proc.pid)) == grown - 3
-        assert control.shutdown(reply=True, timeout=3) == [{"ops@test": {"ok": "shutting down"}}]
+        assert control.shutdown(destination=here, reply=True, timeout=3) == [{"ops@test": {"ok": "shutting down"}}]
         assert proc.wait(timeout=30) == 0
         assert "remote control: shutdown" in deployed.log()
 
@@ -528,19 +529,20 @@ class TestRemoteControl:
                 timeout=60,
             )
 
-        status = simq("status", "-t", "3")
+        # -d names the worker, so each command returns once it answered rather than after -t
+        status = simq("status", "-t", "3", "-d", "cli@test")
         assert status.returncode == 0 and "cli@test: OK" in status.stdout
         call = simq("call", "add", "--args", "[2, 3]")
         task_id = call.stdout.strip()
         assert deployed.app.AsyncResult(task_id).get(timeout=30) == 5
         assert '"result": 5' in simq("result", task_id).stdout
-        registered = simq("inspect", "registered", "-t", "3")
+        registered = simq("inspect", "registered", "-t", "3", "-d", "cli@test")
         assert '"add"' in registered.stdout
-        limited = simq("control", "time_limit", "steps", "0", "1", "-t", "3")
+        limited = simq("control", "time_limit", "steps", "0", "1", "-t", "3", "-d", "cli@test")
         assert limited.returncode == 0 and "time limits of steps" in limited.stdout
-        grown = simq("control", "pool_grow", "1", "-t", "3")
+        grown = simq("control", "pool_grow", "1", "-t", "3", "-d", "cli@test")
         assert grown.returncode == 0 and "grow to 3" in grown.stdout
-        assert simq("control", "shutdown", "-t", "3").returncode == 0
+        assert simq("control", "shutdown", "-t", "3", "-d", "cli@test").returncode == 0
         gone = simq("inspect", "ping", "-t", "1")
         assert gone.returncode == 1 and "no worker replied" in gone.stderr
 
@@ -586,12 +588,12 @@ class TestLifecycle:
     def test_a_running_late_ack_task_goes_back_at_the_soft_shutdown_deadline(self, deployed):
         proc = deployed.worker("-P", "processes", "-c", "1", "--soft-shutdown-timeout", "1")
         deployed.wait_log("ready")
-        r = deployed.app.tasks["sleepy_late"].delay(30)
+        r = deployed.app.tasks["sleepy_late"].delay(10)  # 10 s: well past the 1 s deadline, and run twice here
         (first,) = deployed.wait_side("started", 1)
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
-        assert time.monotonic() - started < 10  # the deadline, not the task's 30 s
+        assert time.monotonic() - started < 7  # the deadline, not the task's 10 s
         assert f"sleepy_late[{r.id}] was still running; given back to the broker" in deployed.log(0)
         assert r.state == "PENDING"
         deployed.worker("-P", "processes", "-c", "1")
