@@ -172,7 +172,8 @@ def _draw_job(rng: random.Random, index: int, kind: str, acks_late: bool, at: fl
         first = x + y
         nodes.append(_node(f"{j}.n0", "add", (x, y), "ok", first, first, sleep=_sleep(rng)))
         values = []
-        for i in range(1 + rng.randrange(4)):
+        # two members at least: a group of one in a chain is its task (Celery's rule), and the chord would be gone
+        for i in range(2 + rng.randrange(3)):
             factor = 2 + rng.randrange(3)
             values.append(first * factor)
             nodes.append(_node(f"{j}.g{i}", "mul", (factor,), "ok", first * factor, first * factor, sleep=_sleep(rng)))
