@@ -61,12 +61,7 @@ class chain(Signature):  # noqa: N801 - Celery's name
         return " | ".join(repr(t) for t in self.tasks)
 
     def _stamp(self, visitor: StampingVisitor | None, append: bool, headers: Mapping[str, Any]) -> None:
-        stamps = gathered(visitor, "on_chain_start", self, append, headers)
-        self._stamp_links(visitor, append, stamps)
-        for t in self.tasks:
-            t._stamp(visitor, append, stamps)
-        if visitor is not None:
-            visitor.on_chain_end(self, **stamps)
+        _stamp_members(self, "chain", visitor, append, headers)
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
@@ -132,6 +127,21 @@ class chain(Signature):  # noqa: N801 - Celery's name
             raise InvalidSignature(f"{path or 'canvas'}: an empty chain has nothing to run")
         for i, t in enumerate(tasks):
             checker.visit(t, f"{path}chain[{i}].")
+
+
+def _stamp_members(
+    sig: chain | group, kind: str, visitor: StampingVisitor | None, append: bool, headers: Mapping[str, Any]
+) -> None:
+    """A chain's or a group's stamping: ``on_<kind>_start``'s stamps to its links and members, then ``on_<kind>_end``.
+
+    ``kind`` is given, not read from ``sig.kind``: a registered subclass has its own kind name.
+    """
+    stamps = gathered(visitor, f"on_{kind}_start", sig, append, headers)
+    sig._stamp_links(visitor, append, stamps)
+    for t in sig.tasks:
+        t._stamp(visitor, append, stamps)
+    if visitor is not None:
+        getattr(visitor, f"on_{kind}_end")(sig, **stamps)
 
 
 def _spliced(tasks: list[Signature]) -> list[Signature]:
@@ -202,12 +212,7 @@ class group(Signature):  # noqa: N801 - Celery's name
         return f"group([{', '.join(repr(t) for t in self.tasks)}])"
 
     def _stamp(self, visitor: StampingVisitor | None, append: bool, headers: Mapping[str, Any]) -> None:
-        stamps = gathered(visitor, "on_group_start", self, append, headers)
-        self._stamp_links(visitor, append, stamps)
-        for t in self.tasks:
-            t._stamp(visitor, append, stamps)
-        if visitor is not None:
-            visitor.on_group_end(self, **stamps)
+        _stamp_members(self, "group", visitor, append, headers)
 
     def _freeze(self, app: App) -> None:
         Signature._freeze(self, app)
